@@ -70,11 +70,7 @@ def scan_file(path: Path) -> list[str]:
 
 MODULES = sorted(p for p in PKG.rglob("*.py") if "__pycache__" not in p.parts)
 # Known hits, reported to their owners; each entry says why it is tolerated for now.
-KNOWN = {
-    "train.py": "train._load_checkpoint: torch.load(..., weights_only=False) for the kit's own resume checkpoint "
-                "(rng state holds numpy arrays); owner: the engine helper (nbs/02a_train.ipynb). Fix: store the rng "
-                "state as tensors/ints and load with weights_only=True.",
-}
+KNOWN: dict[str, str] = {}
 
 
 def test_package_is_scanned():
