@@ -14,29 +14,15 @@ from cotdistill.teachers import (HFTeacher, OpenAITeacher, RecordedTeacher, Samp
 
 torch.set_num_threads(1)
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+from tiny_models import make_tiny_bpe_llama
+
 QS = ["Alice has 3 apples and buys 4 more. How many?", "Bob has 10 pens and gives away 3. How many?",
       "Carol has 2 bags of 5 marbles. How many?"]
 
 
 def make_tiny_model(out: Path, chat_template: bool = True) -> Path:
     "A tiny random Llama and a byte-level BPE tokenizer (with a chat template), saved to `out`."
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer, tk.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    tk.train_from_iterator(QS * 5 + ["Let's think step by step. 3 + 4 = 7. The answer is 7. #### 7"] * 5,
-                           trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
-                                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>", padding_side="left")
-    if chat_template:
-        tok.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-                             "{% if add_generation_prompt %}assistant:{% endif %}")
-    tok.save_pretrained(out)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=4, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    return out
+    return make_tiny_bpe_llama(out, QS * 5, chat_template=chat_template)
 
 
 @pytest.fixture(scope="module")

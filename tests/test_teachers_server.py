@@ -20,27 +20,14 @@ from cotdistill.teachers import OpenAITeacher, TeacherRequestError, TeacherServe
 torch.set_num_threads(1)
 BUDGET_S = 90  # the module's time budget (checked by the last test)
 T_START = time.time()
+from tiny_models import make_tiny_bpe_llama
+
 QS = [f"Question {i}: Alice has {i} apples and buys 3 more. How many apples does she have?" for i in range(12)]
 
 
 def make_tiny_model(out: Path) -> Path:
     "A tiny random Llama and a byte-level BPE tokenizer with a chat template, saved to `out`."
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-    tk = Tokenizer(models.BPE())
-    tk.pre_tokenizer, tk.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    tk.train_from_iterator(QS + ["Let's think step by step. 3 + 4 = 7. The answer is 7. #### 7"] * 5,
-                           trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "<s>", "</s>"],
-                                               initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    tok.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
-                         "{% if add_generation_prompt %}assistant:{% endif %}")
-    tok.save_pretrained(out)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=4, max_position_embeddings=256, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    return out
+    return make_tiny_bpe_llama(out, QS, padding_side=None)
 
 
 def free_port() -> int:
