@@ -47,6 +47,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("progressive", "09_progressive.ipynb", ("grpo",)),
     Stage("codi", "10_codi.ipynb", ("sft",)),
     Stage("metrics", "11_metrics.ipynb", ("evaluate",)),
+    Stage("summary", "12b_summary.ipynb", ("metrics",)),  # last: reads what the others wrote into report_dir
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -202,7 +203,13 @@ def reproduce(profile: str = "quick", # smoke | course | quick | paper | full
     if missing: print(f"  not yet in the kit (skipped): {', '.join(missing)}")
     if dry_run: return {"plan": [(s.name, p) for s, _, p in jobs], "missing": missing}
     from tqdm.auto import tqdm
-    t0, records, failures = time.time(), [], []
+    t0, records, failures, env = time.time(), [], [], environment()
+    def record(done: bool) -> dict:   # run.json, metrics.json and summary.md so far: the summary stage (last) reads them
+        run = {"profile": profile, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
+               "total_seconds": round(time.time() - t0, 1), "notebooks": records, "skipped_missing": missing,
+               "failures": failures, "complete": done, "environment": env}
+        atomic_write_json(report / "run.json", run); write_summary(report, run)
+        return run
     for s, sub, params in (bar := tqdm(jobs, desc="notebooks", unit="nb")):
         bar.set_postfix_str(s.notebook)
         try: records.append({"stage": s.name, **run_notebook(nbs_dir / s.notebook, sub / "notebooks", params, html=html), "parameters": params})
@@ -210,12 +217,8 @@ def reproduce(profile: str = "quick", # smoke | course | quick | paper | full
             failures.append(str(e)); records.append({"stage": s.name, "notebook": s.notebook, "failed": str(e), "parameters": params})
             print(f"FAILED: {e}", file=sys.stderr)
             if not keep_going: break
-    run = {"profile": profile, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(t0)),
-           "total_seconds": round(time.time() - t0, 1), "notebooks": records, "skipped_missing": missing,
-           "failures": failures, "environment": environment()}
-    atomic_write_json(report / "run.json", run)
-    write_summary(report, run)
-    return run
+        finally: record(False)
+    return record(True)
 
 def _check_writable(d: Path):
     try: d.mkdir(parents=True, exist_ok=True)
@@ -241,17 +244,39 @@ def write_summary(report: Path, run: dict) -> Path:
              f"{', GPU ' + env['gpu'] if env['gpu'] else ''}); torch {env['packages']['torch']}, "
              f"transformers {env['packages']['transformers']}. Total {run['total_seconds']:.0f} s.", ""]
     if metrics:
-        cols = ["method", "seed", "n_params", "accuracy", "accuracy_ci", "rationale_tokens", "length_ratio", "validity", "similarity", "problems_per_s", "train_seconds"]
-        lines += ["## Methods", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for m in metrics: lines.append("| " + " | ".join(_fmt(m.get(c)) for c in cols) + " |")
-        lines.append("")
+        lines += ["## Methods", "", _methods_table(report, metrics), "",
+                  "`% teacher`: accuracy / the teacher's on the same problems. `p vs cot_sft`: McNemar's exact test on the same "
+                  "problems (records/<method>.jsonl). `length_ratio`: student / teacher rationale tokens.", ""]
+        from cotdistill.metrics import markdown_table, targets_table
+        lines += ["## Targets", "", markdown_table(targets_table([m for m in metrics if m["method"] != "teacher"])), ""]
     else:
         lines += ["No training stage has reported metrics yet.", ""]
+    figs = sorted(report.glob("*.png"))
+    if figs: lines += ["## Figures", ""] + [f"![{f.stem}]({f.name})" for f in figs] + [""]
     lines += ["## Notebooks", "", "| notebook | seconds | status |", "|---|---|---|"]
     for r in run["notebooks"]:
         lines.append(f"| {r['notebook']} | {r.get('seconds', '')} | {'FAILED: ' + r['failed'] if 'failed' in r else 'ok'} |")
     if run["skipped_missing"]: lines += ["", f"Stages not yet in the kit: {', '.join(run['skipped_missing'])}."]
     return atomic_write(report / "summary.md", "\n".join(lines) + "\n")
+
+def _methods_table(report: Path, metrics: list[dict]) -> str:
+    "The comparison table: accuracy with interval, % of teacher, lengths, validity, speed, and the paired test vs cot_sft."
+    from cotdistill.metrics import compare
+    def recs(m):
+        p = report / "records" / f"{m}.jsonl"
+        return read_jsonl(p) if p.exists() else None
+    base = recs("cot_sft")
+    cols = ["method", "seed", "n_params", "accuracy", "accuracy_ci", "% teacher", "rationale_tokens", "length_ratio", "validity",
+            "similarity", "problems_per_s", "train_seconds", "p vs cot_sft"]
+    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for m in metrics:
+        t = m.get("teacher_accuracy")
+        row = {**m, "% teacher": 100 * m["accuracy"] / t if t and m.get("accuracy") is not None and m["method"] != "teacher" else None}
+        r = recs(m["method"]) if base is not None and m["method"] not in ("cot_sft", "teacher") else None
+        if r is not None and [x.get("id") for x in r] == [x.get("id") for x in base]:
+            row["p vs cot_sft"] = compare(r, base, names=(m["method"], "cot_sft"), n_boot=200)["p_mcnemar"]
+        out.append("| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+    return "\n".join(out)
 
 def _fmt(v) -> str:
     if v is None: return "—"
@@ -270,9 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print and validate the plan, run nothing")
     ap.add_argument("--keep-going", action="store_true", help="continue after a failing notebook")
     ap.add_argument("--no-html", action="store_true", help="skip the HTML copies")
+    ap.add_argument("--nbs", default=None, help="the notebooks' directory (default: the kit's nbs/, found from the package or cwd)")
     a = ap.parse_args(argv)
     try:
-        run = reproduce(a.profile, a.stages, a.grid, a.out, a.dry_run, a.keep_going, not a.no_html)
+        run = reproduce(a.profile, a.stages, a.grid, a.out, a.dry_run, a.keep_going, not a.no_html, nbs_dir=a.nbs)
     except (ValueError, TypeError, PermissionError, FileNotFoundError) as e:
         print(f"cotdistill-reproduce: error: {e}", file=sys.stderr); return 2
     if a.dry_run: return 0
