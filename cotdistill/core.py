@@ -302,7 +302,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "teacher": dict(preset="tiny", train_s=4, n_questions=600, n_test=16, n_sampled=4, n_samples=2, max_new_tokens=48, batch_size=32),
         "grpo": dict(sft_steps=60, grpo_steps=4, prompts_per_step=4, num_generations=4, max_completion_length=48, verbose_share=0.8, compare_steps=3, bench=False, distilled_steps=2, distilled_max_len=48),
         "sft": dict(max_steps=4, batch_size=8, lr=0.003, warmup_steps=1, eval_every=2, time_budget_s=None, n_eval=16, n_eval_during=8, max_new_tokens=48, teacher_preset='tiny', teacher_steps=4, teacher_budget_s=None, alpha=0.5, w_consistency=0.1, lmbda=0.5, beta=0.5, gkd_temperature=0.9, gkd_max_new_tokens=32, bench_preset='tiny', bench_examples=32, bench_batch_size=16, bench_repeats=1),
-        "progressive": dict(mask_ratio=0.3, mask_level="step", stage1_steps=4, stage2_steps=2, remove_per_stage=8, steps_per_stage=2, smoothing_lambda=4.0, reset_optimizer=True, num_generations=4, prompts_per_step=4, max_completion_length=48, batch_size=16, lr=3e-3, time_budget_s=None, n_eval=32),  # 09_progressive
+        "progressive": dict(mask_ratio=0.3, mask_level="step", stage1_steps=4, stage2_steps=2, remove_per_stage=32, steps_per_stage=2, smoothing_lambda=4.0, reset_optimizer=True, num_generations=4, prompts_per_step=4, max_completion_length=48, batch_size=16, lr=3e-3, time_budget_s=None, n_eval=32),  # 09_progressive
         "bench": dict(repeats=1, sft_examples=32, grpo_steps=1, generate_problems=16, gemm_size=256, sizes=["tiny"], notebooks=False),  # 13_benchmarks
     },
     "course": {
@@ -313,12 +313,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "eval":    dict(n=500, batch_size=256, max_new_tokens=96),
         "metrics": dict(n_boot=1000, similarity="auto"),
         "prompting": dict(n_questions=24, n_samples=4, n_shots=4, max_new_tokens=32),
-        "dataset": dict(n_questions=300, samples_per_temperature=4, temperatures=[0.3, 0.5, 0.7], selection="concise", length_limit=1.2, token_budget=None, max_per_question=4, max_new_tokens=96),
+        "dataset": dict(n_questions=300, samples_per_temperature=4, temperatures=[0.3, 0.5, 0.7], selection="concise", length_limit=1.0, token_budget=90, max_per_question=4, max_new_tokens=96),
         "codi": dict(K=6, gamma=1.0, alpha=1.0, loss="smooth_l1", projection=True, lr=3e-3, max_steps=300, batch_size=64, time_budget_s=75, warm_steps=0, n_eval=200, n_probe=4, compare_steps=0, compare_budget_s=None),
         "teacher": dict(preset="student", train_s=75, n_questions=8000, n_test=200, n_sampled=60, n_samples=3, max_new_tokens=160, batch_size=64),
         "grpo": dict(sft_steps=600, grpo_steps=40, prompts_per_step=8, num_generations=8, max_completion_length=48, verbose_share=0.8, compare_steps=25, bench=False, distilled_steps=0, distilled_max_len=160),
         "sft": dict(max_steps=60, batch_size=32, lr=0.003, warmup_steps=10, eval_every=20, time_budget_s=20, n_eval=200, n_eval_during=64, max_new_tokens=64, teacher_preset='small', teacher_steps=400, teacher_budget_s=15, alpha=0.5, w_consistency=0.1, lmbda=0.5, beta=0.5, gkd_temperature=0.9, gkd_max_new_tokens=48, bench_preset='tiny', bench_examples=256, bench_batch_size=32, bench_repeats=2),
-        "progressive": dict(mask_ratio=0.3, mask_level="step", stage1_steps=300, stage2_steps=10, remove_per_stage=8, steps_per_stage=60, smoothing_lambda=4.0, reset_optimizer=True, num_generations=8, prompts_per_step=8, max_completion_length=96, batch_size=64, lr=3e-3, time_budget_s=40, n_eval=200),  # 09_progressive
+        "progressive": dict(mask_ratio=0.3, mask_level="step", stage1_steps=300, stage2_steps=10, remove_per_stage=16, steps_per_stage=15, smoothing_lambda=4.0, reset_optimizer=True, num_generations=8, prompts_per_step=8, max_completion_length=96, batch_size=64, lr=3e-3, time_budget_s=30, n_eval=200),  # 09_progressive
         "bench": dict(repeats=2, sft_examples=256, grpo_steps=2, generate_problems=128, gemm_size=1024, sizes=["tiny", "student"], notebooks=False),  # 13_benchmarks
     },
     "quick": {
@@ -329,12 +329,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "eval":    dict(n=1000, batch_size=256, max_new_tokens=96),
         "metrics": dict(n_boot=2000, similarity="auto"),
         "prompting": dict(n_questions=100, n_samples=4, n_shots=4, max_new_tokens=64),
-        "dataset": dict(n_questions=5000, samples_per_temperature=2, temperatures=[0.3, 0.5, 0.7], selection="concise", length_limit=1.0, token_budget=None, max_per_question=4, max_new_tokens=192),
-        "codi": dict(K=6, gamma=1.0, alpha=1.0, loss="smooth_l1", projection=True, lr=3e-3, max_steps=300, batch_size=64, time_budget_s=75, warm_steps=0, n_eval=1000, n_probe=8, compare_steps=3000, compare_budget_s=180),
+        "dataset": dict(n_questions=5000, samples_per_temperature=2, temperatures=[0.3, 0.5, 0.7], selection="concise", length_limit=1.0, token_budget=90, max_per_question=4, max_new_tokens=192),
+        "codi": dict(K=6, gamma=1.0, alpha=1.0, loss="smooth_l1", projection=True, lr=3e-3, max_steps=300, batch_size=64, time_budget_s=30, warm_steps=0, n_eval=500, n_probe=8, compare_steps=3000, compare_budget_s=180),
         "teacher": dict(preset="teacher", train_s=None, n_questions=None, n_test=1000, n_sampled=200, n_samples=3, max_new_tokens=192, batch_size=256),
         "grpo": dict(sft_steps=600, grpo_steps=40, prompts_per_step=16, num_generations=8, max_completion_length=48, verbose_share=0.8, compare_steps=25, bench=False, distilled_steps=80, distilled_max_len=160),
-        "sft": dict(max_steps=3000, batch_size=64, lr=0.003, warmup_steps=100, eval_every=500, time_budget_s=200, n_eval=1000, n_eval_during=200, max_new_tokens=192, teacher_preset='small', teacher_steps=4000, teacher_budget_s=240, alpha=0.5, w_consistency=0.1, lmbda=0.5, beta=0.5, gkd_temperature=0.9, gkd_max_new_tokens=96, bench_preset='student', bench_examples=1024, bench_batch_size=32, bench_repeats=3),
-        "progressive": dict(mask_ratio=0.3, mask_level="step", stage1_steps=3000, stage2_steps=40, remove_per_stage=8, steps_per_stage=300, smoothing_lambda=4.0, reset_optimizer=True, num_generations=8, prompts_per_step=16, max_completion_length=96, batch_size=64, lr=3e-3, time_budget_s=150, n_eval=1000),  # 09_progressive
+        "sft": dict(max_steps=3500, batch_size=64, lr=0.003, warmup_steps=100, eval_every=500, time_budget_s=180, n_eval=1000, n_eval_during=200, max_new_tokens=192, teacher_preset='small', teacher_steps=4000, teacher_budget_s=240, alpha=0.5, w_consistency=0.1, lmbda=0.5, beta=0.5, gkd_temperature=0.9, gkd_max_new_tokens=96, bench_preset='student', bench_examples=1024, bench_batch_size=32, bench_repeats=3),
+        "progressive": dict(mask_ratio=0.3, mask_level="step", stage1_steps=3000, stage2_steps=40, remove_per_stage=16, steps_per_stage=40, smoothing_lambda=4.0, reset_optimizer=True, num_generations=8, prompts_per_step=16, max_completion_length=96, batch_size=64, lr=3e-3, time_budget_s=150, n_eval=1000),  # 09_progressive
         "bench": dict(repeats=3, sft_examples=1024, grpo_steps=3, generate_problems=500, gemm_size=2048, sizes=["tiny", "student", "small", "teacher"], notebooks=True),  # 13_benchmarks
     },
     "paper": {
@@ -345,7 +345,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "eval":    dict(n=2000, batch_size=256, max_new_tokens=96),
         "metrics": dict(n_boot=5000, similarity="auto"),
         "prompting": dict(n_questions=500, n_samples=8, n_shots=4, max_new_tokens=64),
-        "dataset": dict(n_questions=20000, samples_per_temperature=3, temperatures=[0.3, 0.5, 0.7], selection="concise", length_limit=1.2, token_budget=None, max_per_question=4, max_new_tokens=192),
+        "dataset": dict(n_questions=20000, samples_per_temperature=3, temperatures=[0.3, 0.5, 0.7], selection="concise", length_limit=1.0, token_budget=90, max_per_question=4, max_new_tokens=192),
         "codi": dict(K=6, gamma=1.0, alpha=1.0, loss="smooth_l1", projection=True, lr=3e-3, max_steps=6000, batch_size=64, time_budget_s=1200, warm_steps=3000, n_eval=2000, n_probe=8, compare_steps=8000, compare_budget_s=1200),
         "teacher": dict(preset="teacher", train_s=None, n_questions=None, n_test=2000, n_sampled=500, n_samples=3, max_new_tokens=192, batch_size=256),
         "grpo": dict(sft_steps=600, grpo_steps=300, prompts_per_step=16, num_generations=8, max_completion_length=96, verbose_share=0.8, compare_steps=100, bench=True, distilled_steps=300, distilled_max_len=160),

@@ -18,9 +18,9 @@ from typing import Any
 from .core import PROFILE_NAMES, atomic_write, atomic_write_json, check_profile, read_jsonl
 
 # %% auto #0
-__all__ = ['STAGES', 'STAGE_NAMES', 'Stage', 'find_nbs_dir', 'plan_stages', 'notebook_parameters', 'check_parameters',
-           'environment', 'StageFailed', 'run_notebook', 'to_html', 'expand_grid', 'reproduce', 'collect_metrics',
-           'write_summary', 'main']
+__all__ = ['REPORT_PROFILES', 'STAGES', 'STAGE_NAMES', 'Stage', 'find_nbs_dir', 'plan_stages', 'notebook_parameters',
+           'check_parameters', 'environment', 'StageFailed', 'run_notebook', 'to_html', 'expand_grid', 'reproduce',
+           'collect_metrics', 'write_summary', 'main']
 
 # %% ../nbs/12_reproduce.ipynb #9e0fd42d
 @dataclass(frozen=True)
@@ -29,24 +29,27 @@ class Stage:
     name: str      # short name used on the command line ('tasks')
     notebook: str  # file name in nbs/
     needs: tuple = ()  # names of stages that must run first
+    lesson: bool = False  # a lesson only: it writes nothing the report reads, so report profiles skip it unless named
+
+REPORT_PROFILES = ("quick", "paper", "full")  # profiles whose point is the report: lesson-only stages are skipped by default
 
 STAGES: tuple[Stage, ...] = (
-    Stage("core", "00_core.ipynb"),
-    Stage("tasks", "01_tasks.ipynb", ("core",)),
-    Stage("models", "02_models.ipynb", ("tasks",)),
-    Stage("train", "02a_train.ipynb", ("models",)),
-    Stage("evaluate", "02b_evaluate.ipynb", ("train",)),
-    Stage("learnability", "02c_learnability.ipynb", ("evaluate",)),
-    Stage("prompting", "03_prompting.ipynb", ("evaluate",)),
-    Stage("teachers", "03a_teachers.ipynb", ("prompting",)),
-    Stage("teacher", "04_teacher.ipynb", ("teachers",)),
+    Stage("core", "00_core.ipynb", lesson=True),
+    Stage("tasks", "01_tasks.ipynb", ("core",), lesson=True),
+    Stage("models", "02_models.ipynb", ("tasks",), lesson=True),
+    Stage("train", "02a_train.ipynb", ("models",), lesson=True),
+    Stage("evaluate", "02b_evaluate.ipynb", ("train",), lesson=True),
+    Stage("learnability", "02c_learnability.ipynb", ("evaluate",), lesson=True),
+    Stage("prompting", "03_prompting.ipynb", ("evaluate",), lesson=True),
+    Stage("teachers", "03a_teachers.ipynb", ("prompting",), lesson=True),
+    Stage("teacher", "04_teacher.ipynb", ("teachers",), lesson=True),
     Stage("dataset", "05_dataset.ipynb", ("teacher",)),
-    Stage("losses", "06_losses.ipynb", ("core",)),
+    Stage("losses", "06_losses.ipynb", ("core",), lesson=True),
     Stage("sft", "07_sft.ipynb", ("dataset", "losses")),
     Stage("grpo", "08_grpo.ipynb", ("sft",)),
     Stage("progressive", "09_progressive.ipynb", ("grpo",)),
     Stage("codi", "10_codi.ipynb", ("sft",)),
-    Stage("metrics", "11_metrics.ipynb", ("evaluate",)),
+    Stage("metrics", "11_metrics.ipynb", ("evaluate",), lesson=True),
     Stage("summary", "12b_summary.ipynb", ("metrics",)),  # last: reads what the others wrote into report_dir
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
@@ -64,6 +67,7 @@ def find_nbs_dir(start: str | Path | None = None) -> Path:
 
 def plan_stages(wanted: list[str] | None, # stage names asked for (None: all)
                 nbs_dir: Path, # where the notebooks are
+                lessons: bool = True, # include lesson-only stages that were not named (False: the report profiles' default)
                ) -> tuple[list[Stage], list[str]]:
     "The stages to run in dependency order (with what they need), and the names skipped because their notebook is missing."
     bad = [w for w in (wanted or []) if w not in STAGE_NAMES]
@@ -71,7 +75,7 @@ def plan_stages(wanted: list[str] | None, # stage names asked for (None: all)
     by = {s.name: s for s in STAGES}
     need: set[str] = set()
     def add(n):
-        if n in need: return
+        if n in need or (by[n].lesson and not lessons and n not in (wanted or ())): return
         need.add(n); [add(m) for m in by[n].needs]
     for n in (wanted or STAGE_NAMES): add(n)
     run = [s for s in STAGES if s.name in need and (nbs_dir / s.notebook).exists()]
@@ -184,7 +188,7 @@ def reproduce(profile: str = "quick", # smoke | course | quick | paper | full
     "Run the stage notebooks with papermill and write `<out>/<profile>/`; return the run's record."
     check_profile(profile)
     nbs_dir = Path(nbs_dir) if nbs_dir else find_nbs_dir()
-    plan, missing = plan_stages(stages, nbs_dir)
+    plan, missing = plan_stages(stages, nbs_dir, lessons=profile not in REPORT_PROFILES)
     report = Path(out).resolve() / profile
     if not dry_run: _check_writable(report)   # before planning (papermill inspects every notebook): a bad --out fails at once
     combos = expand_grid(grid)
@@ -201,6 +205,8 @@ def reproduce(profile: str = "quick", # smoke | course | quick | paper | full
     print(f"cotdistill-reproduce: profile {profile!r}, {len(jobs)} notebook run(s) -> {report}")
     for s, sub, params in jobs: print(f"  {s.notebook:24s} {json.dumps(params)}")
     if missing: print(f"  not yet in the kit (skipped): {', '.join(missing)}")
+    lessons = [s.name for s in STAGES if s.lesson and s not in plan]
+    if lessons: print(f"  lesson-only notebooks not run at this profile (name them with --stages to run them): {', '.join(lessons)}")
     if dry_run: return {"plan": [(s.name, p) for s, _, p in jobs], "missing": missing}
     from tqdm.auto import tqdm
     t0, records, failures, env = time.time(), [], [], environment()
