@@ -1,0 +1,149 @@
+"""`cotdistill-reproduce` end to end: papermill runs, reports, failures and determinism.
+
+The two smoke runs of the sft subset (`--stages sft summary`: 13 notebooks, from `00_core` through
+`07_sft` and the summary) run once, side by side, each with its own empty artifact cache; the
+end-to-end test reads run A and the determinism test compares A with B. The whole smoke profile is
+`test_full_smoke_profile` (slow: set COTDISTILL_SLOW=1 to run it).
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+SUBSET = ["sft", "summary"]   # crosses stages: tasks -> models -> teacher -> dataset -> sft, then the summary
+# DESIGN.md's metrics.json fields
+FIELDS = {"method", "seed", "n_params", "accuracy", "accuracy_ci", "teacher_accuracy", "rationale_tokens", "length_ratio",
+          "validity", "similarity", "similarity_kind", "problems_per_s", "train_seconds"}
+
+
+def _env(cache: Path) -> dict:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "COTDISTILL_CACHE": str(cache), "COTDISTILL_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _cmd(out: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "cotdistill.reproduce", "--profile", "smoke", "--out", str(out), "--no-html", *args]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    "Two smoke runs of the subset with the same seed, each with its own empty cache, side by side."
+    root = tmp_path_factory.mktemp("reproduce")
+    t0 = time.time()
+    procs = {k: subprocess.Popen(_cmd(root / k, "--stages", *SUBSET), env=_env(root / f"cache{k}"),
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for k in ("A", "B")}
+    outs = {k: p.communicate(timeout=1500) for k, p in procs.items()}
+    secs = time.time() - t0
+    print(f"two smoke runs of {SUBSET}: {secs:.0f} s")
+    return {k: dict(rc=procs[k].returncode, stdout=o[0], stderr=o[1], report=root / k / "smoke", seconds=secs)
+            for k, o in outs.items()}
+
+
+def _check_run(r: dict, methods: set[str]):
+    assert r["rc"] == 0, r["stderr"][-3000:]
+    rep = r["report"]
+    run = json.loads((rep / "run.json").read_text())
+    assert run["failures"] == [] and run["complete"] is True
+    nbs = [n["notebook"] for n in run["notebooks"]]
+    assert nbs[-1] == "12b_summary.ipynb" and "07_sft.ipynb" in nbs and "05_dataset.ipynb" in nbs
+    for n in nbs: assert (rep / "notebooks" / n).exists(), n   # papermill's executed copies
+    # the parameters papermill injected reached the notebook
+    sft = nbformat.read(str(rep / "notebooks" / "07_sft.ipynb"), as_version=4)
+    injected = [c for c in sft.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "profile = \"smoke\"" in injected[0].source and str(rep) in injected[0].source
+    metrics = json.loads((rep / "metrics.json").read_text())
+    assert methods <= {m["method"] for m in metrics}, [m["method"] for m in metrics]
+    for m in metrics: assert FIELDS <= set(m), (m["method"], FIELDS - set(m))
+    for m in metrics: assert 0 <= m["accuracy"] <= 1 and m["accuracy_ci"][0] <= m["accuracy"] <= m["accuracy_ci"][1]
+    ds = json.loads((rep / "dataset.json").read_text())
+    assert {"per_temperature", "rows", "valid_share"} <= set(ds)
+    summary = (rep / "summary.md").read_text()
+    assert "| cot_sft |" in summary and "07_sft.ipynb" in summary
+    # the summary notebook ran on this run's files, not on the committed ones
+    s = nbformat.read(str(rep / "notebooks" / "12b_summary.ipynb"), as_version=4)
+    text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/markdown", "")) for c in s.cells
+                     if c.cell_type == "code" for o in c.get("outputs", []))
+    assert str(rep) in text and "| cot_sft |" in text and "p (McNemar)" in text
+
+
+def test_smoke_subset_end_to_end(two_runs):
+    "papermill runs the subset in dependency order; metrics.json, dataset.json, summary.md and the summary notebook are written."
+    _check_run(two_runs["A"], {"teacher", "answer_only", "cot_sft"})
+    print(f"(both runs together: {two_runs['A']['seconds']:.0f} s)")
+
+
+# timing fields differ between runs, and paths name each run's own directories
+def _comparable(rec: dict) -> dict:
+    drop = lambda k: (k.endswith(("seconds", "_per_s", "_path", "_dir")) or k in ("elapsed", "started", "time"))
+    return {k: v for k, v in rec.items() if not drop(k)}
+
+
+def test_same_seed_same_metrics(two_runs):
+    "Two runs with the same seed and separate empty caches give the same metrics (timing fields aside)."
+    for r in two_runs.values(): assert r["rc"] == 0, r["stderr"][-3000:]
+    a, b = (json.loads((two_runs[k]["report"] / "metrics.json").read_text()) for k in ("A", "B"))
+    assert len(a) == len(b) > 0
+    key = lambda r: (r["method"], str(r.get("seed")))
+    a, b = sorted(a, key=key), sorted(b, key=key)
+    for ra, rb in zip(a, b): assert _comparable(ra) == _comparable(rb), ra["method"]
+    da, db = (json.loads((two_runs[k]["report"] / "dataset.json").read_text()) for k in ("A", "B"))
+    assert da == db
+
+
+def _notebook(cells: list[str]) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nb
+
+
+def test_failing_notebook_exits_nonzero_and_names_it(tmp_path):
+    "A notebook that raises stops the run: exit status 1, and stderr names the notebook, the cell and the error."
+    nbs = tmp_path / "nbs"; nbs.mkdir()
+    nbformat.write(_notebook(['profile = "course"', "x = 1", "raise ValueError('deliberate failure in the test')"]),
+                   str(nbs / "00_core.ipynb"))
+    nbformat.write(_notebook(['profile = "course"', "open('ran.txt', 'w').write('yes')"]), str(nbs / "01_tasks.ipynb"))
+    r = subprocess.run(_cmd(tmp_path / "out", "--stages", "tasks", "--nbs", str(nbs)), env=_env(tmp_path / "cache"),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
+    assert "00_core.ipynb" in r.stderr and "cell" in r.stderr and "ValueError" in r.stderr and "deliberate failure" in r.stderr
+    assert not (nbs / "ran.txt").exists()   # the run stopped at the failing notebook
+    run = json.loads((tmp_path / "out" / "smoke" / "run.json").read_text())
+    assert run["complete"] and len(run["failures"]) == 1 and "00_core.ipynb" in run["failures"][0]
+    assert "FAILED" in (tmp_path / "out" / "smoke" / "summary.md").read_text()
+    # --keep-going runs the next notebook and still exits non-zero
+    r = subprocess.run(_cmd(tmp_path / "out", "--stages", "tasks", "--nbs", str(nbs), "--keep-going"),
+                       env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and (nbs / "ran.txt").exists()
+
+
+def test_unknown_stage_fails_first(tmp_path):
+    "An unknown stage name fails before anything runs, with exit status 2."
+    r = subprocess.run(_cmd(tmp_path / "out", "--stages", "nope"), env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "unknown stage" in r.stderr
+
+
+def test_dry_run_ends_with_the_summary(tmp_path):
+    "The plan of the whole profile ends with the summary notebook, which gets report_dir like the stages."
+    r = subprocess.run(_cmd(tmp_path / "out", "--dry-run"), env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = [l for l in r.stdout.splitlines() if ".ipynb" in l]
+    assert "12b_summary.ipynb" in lines[-1] and '"report_dir"' in lines[-1], lines[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("COTDISTILL_SLOW"), reason="the whole smoke profile takes 8+ minutes: set COTDISTILL_SLOW=1")
+def test_full_smoke_profile(tmp_path):
+    "Every stage at smoke size, end to end, with an empty cache."
+    t0 = time.time()
+    r = subprocess.run(_cmd(tmp_path / "out"), env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=3600)
+    print(f"full smoke profile: {time.time() - t0:.0f} s")
+    _check_run(dict(rc=r.returncode, stdout=r.stdout, stderr=r.stderr, report=tmp_path / "out" / "smoke"),
+               {"teacher", "answer_only", "cot_sft"})
