@@ -184,11 +184,12 @@ def reproduce(profile: str = "quick", # smoke | course | quick | paper | full
               keep_going: bool = False, # continue after a failing stage
               html: bool = True, # write HTML for every executed notebook
               nbs_dir: str | Path | None = None, # the notebooks (default: found from the package or cwd)
+              lessons: bool | None = None, # run lesson-only stages that were not named (None: not at the report profiles)
              ) -> dict:
     "Run the stage notebooks with papermill and write `<out>/<profile>/`; return the run's record."
     check_profile(profile)
     nbs_dir = Path(nbs_dir) if nbs_dir else find_nbs_dir()
-    plan, missing = plan_stages(stages, nbs_dir, lessons=profile not in REPORT_PROFILES)
+    plan, missing = plan_stages(stages, nbs_dir, lessons=profile not in REPORT_PROFILES if lessons is None else lessons)
     report = Path(out).resolve() / profile
     if not dry_run: _check_writable(report)   # before planning (papermill inspects every notebook): a bad --out fails at once
     combos = expand_grid(grid)
@@ -302,9 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-going", action="store_true", help="continue after a failing notebook")
     ap.add_argument("--no-html", action="store_true", help="skip the HTML copies")
     ap.add_argument("--nbs", default=None, help="the notebooks' directory (default: the kit's nbs/, found from the package or cwd)")
+    ap.add_argument("--lessons", choices=("yes", "no"), default=None,
+                    help="run the lesson-only notebooks a named stage needs (default: no at quick/paper/full, yes at smoke/course)")
     a = ap.parse_args(argv)
     try:
-        run = reproduce(a.profile, a.stages, a.grid, a.out, a.dry_run, a.keep_going, not a.no_html, nbs_dir=a.nbs)
+        run = reproduce(a.profile, a.stages, a.grid, a.out, a.dry_run, a.keep_going, not a.no_html, nbs_dir=a.nbs,
+                        lessons=None if a.lessons is None else a.lessons == "yes")
     except (ValueError, TypeError, PermissionError, FileNotFoundError) as e:
         print(f"cotdistill-reproduce: error: {e}", file=sys.stderr); return 2
     if a.dry_run: return 0
