@@ -330,11 +330,11 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "metrics": dict(n_boot=2000, similarity="auto"),
         "prompting": dict(n_questions=100, n_samples=4, n_shots=4, max_new_tokens=64),
         "dataset": dict(n_questions=5000, samples_per_temperature=2, temperatures=[0.3, 0.5, 0.7], selection="concise", length_limit=1.0, token_budget=90, max_per_question=4, max_new_tokens=192),
-        "codi": dict(K=6, gamma=1.0, alpha=1.0, loss="smooth_l1", projection=True, lr=3e-3, max_steps=300, batch_size=64, time_budget_s=30, warm_steps=0, n_eval=500, n_probe=8, compare_steps=3000, compare_budget_s=180),
+        "codi": dict(K=6, gamma=1.0, alpha=1.0, loss="smooth_l1", projection=True, lr=3e-3, max_steps=300, batch_size=64, time_budget_s=30, warm_steps=0, n_eval=500, n_probe=8, compare_steps=1500, compare_budget_s=180),
         "teacher": dict(preset="teacher", train_s=None, n_questions=None, n_test=1000, n_sampled=200, n_samples=3, max_new_tokens=192, batch_size=256),
-        "grpo": dict(sft_steps=600, grpo_steps=40, prompts_per_step=16, num_generations=8, max_completion_length=48, verbose_share=0.8, compare_steps=25, bench=False, distilled_steps=80, distilled_max_len=160),
-        "sft": dict(max_steps=3500, batch_size=64, lr=0.003, warmup_steps=100, eval_every=500, time_budget_s=180, n_eval=1000, n_eval_during=200, max_new_tokens=192, teacher_preset='small', teacher_steps=4000, teacher_budget_s=240, alpha=0.5, w_consistency=0.1, lmbda=0.5, beta=0.5, gkd_temperature=0.9, gkd_max_new_tokens=96, bench_preset='student', bench_examples=1024, bench_batch_size=32, bench_repeats=3),
-        "progressive": dict(mask_ratio=0.3, mask_level="step", stage1_steps=3000, stage2_steps=40, remove_per_stage=16, steps_per_stage=20, smoothing_lambda=4.0, reset_optimizer=True, num_generations=8, prompts_per_step=16, max_completion_length=96, batch_size=64, lr=3e-3, time_budget_s=120, n_eval=1000),  # 09_progressive
+        "grpo": dict(sft_steps=600, grpo_steps=40, prompts_per_step=16, num_generations=8, max_completion_length=48, verbose_share=0.8, compare_steps=25, bench=False, distilled_steps=60, distilled_max_len=160),
+        "sft": dict(max_steps=3000, batch_size=64, lr=0.003, warmup_steps=100, eval_every=500, time_budget_s=150, n_eval=1000, n_eval_during=200, max_new_tokens=192, teacher_preset='small', teacher_steps=4000, teacher_budget_s=240, alpha=0.5, w_consistency=0.1, lmbda=0.5, beta=0.5, gkd_temperature=0.9, gkd_max_new_tokens=96, bench_preset='student', bench_examples=1024, bench_batch_size=32, bench_repeats=3),
+        "progressive": dict(mask_ratio=0.3, mask_level="step", stage1_steps=3000, stage2_steps=40, remove_per_stage=16, steps_per_stage=120, smoothing_lambda=4.0, reset_optimizer=True, num_generations=8, prompts_per_step=16, max_completion_length=96, batch_size=64, lr=3e-3, time_budget_s=120, n_eval=1000),  # 09_progressive
         "bench": dict(repeats=3, sft_examples=1024, grpo_steps=3, generate_problems=500, gemm_size=2048, sizes=["tiny", "student", "small", "teacher"], notebooks=True),  # 13_benchmarks
     },
     "paper": {
