@@ -264,6 +264,8 @@ def write_summary(report: Path, run: dict) -> Path:
     for r in run["notebooks"]:
         lines.append(f"| {r['notebook']} | {r.get('seconds', '')} | {'FAILED: ' + r['failed'] if 'failed' in r else 'ok'} |")
     if run["skipped_missing"]: lines += ["", f"Stages not yet in the kit: {', '.join(run['skipped_missing'])}."]
+    for r in run.get("reruns") or []:   # a notebook run again on its own after the run (its records replace the first ones)
+        lines += ["", f"Rerun after the run: {r['notebook']} ({r['seconds']} s): {r['why']}."]
     return atomic_write(report / "summary.md", "\n".join(lines) + "\n")
 
 def _methods_table(report: Path, metrics: list[dict]) -> str:
