@@ -204,3 +204,34 @@ def test_inference_path_equals_training_path(tok, enc, arch):
     with torch.no_grad(): inf_roll = latent_rollout(model, prj, q, m, 3)
     for x, y in zip(train_roll.states + train_roll.logits, inf_roll.states + inf_roll.logits):
         torch.testing.assert_close(x.detach(), y, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_training_path_is_padding_invariant_and_every_thought_gets_answer_gradient(tok, enc, arch):
+    # the student task in training: a row's answer logits and distilled states must not depend on the other rows
+    # (left padding of the question, attention mask and position ids across the thoughts), and the answer's
+    # cross-entropy must reach every continuous thought through the KV cache (the paper backpropagates through them)
+    model = make_model("tiny", tok, arch=arch, seed=0)
+    prj = make_projection(32)
+    idx = [0, 3, 5]   # questions of different lengths: rows 0 and 5 are left-padded
+    b = _batch(tok, enc, idx)
+    assert len(set(b["question_len"].tolist())) > 1
+    zs = []
+    class Rec(nn.Module):
+        def forward(self, h):
+            z = prj(h); z.retain_grad(); zs.append(z); return z
+    q, m = left_pad(b["question_ids"], b["question_len"])
+    roll = latent_rollout(model, Rec(), q, m, 3)
+    out = continue_rollout(model, roll, b["answer_ids"], output_hidden_states=True)
+    for r, i in enumerate(idx):
+        one = _batch(tok, enc, [i])
+        q1, m1 = left_pad(one["question_ids"], one["question_len"])
+        o1 = continue_rollout(model, latent_rollout(model, prj, q1, m1, 3), one["answer_ids"], output_hidden_states=True)
+        n = len(enc["answer_ids"][i])
+        torch.testing.assert_close(out.logits[r, :n], o1.logits[0, :n], rtol=1e-4, atol=1e-4)
+        p = enc["answer_pos"][i]
+        for h, h1 in zip(out.hidden_states, o1.hidden_states): torch.testing.assert_close(h[r, p], h1[0, p], rtol=1e-4, atol=1e-4)
+    from cotdistill.losses import token_cross_entropy
+    token_cross_entropy(out.logits, b["answer_labels"]).backward()
+    assert len(zs) == 3
+    for k, z in enumerate(zs): assert z.grad is not None and z.grad.abs().sum() > 0, f"thought {k + 1} gets no gradient from the answer"
