@@ -235,3 +235,28 @@ def test_training_path_is_padding_invariant_and_every_thought_gets_answer_gradie
     token_cross_entropy(out.logits, b["answer_labels"]).backward()
     assert len(zs) == 3
     for k, z in enumerate(zs): assert z.grad is not None and z.grad.abs().sum() > 0, f"thought {k + 1} gets no gradient from the answer"
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_fast_inference_equals_model_forward(tok, arch):
+    "codi_generate's FastDecoder path (02b) gives the answer logits and answers of the model's own forward."
+    import cotdistill.evaluate as ev
+    from cotdistill.codi import _fast_latent
+    model = make_model("tiny", tok, arch=arch, seed=2).eval()
+    obj = CODIObjective.for_model(model, K=3); obj.eval()
+    bot, eot = tok.convert_tokens_to_ids("<bot>"), tok.convert_tokens_to_ids("<eot>")
+    rows = [r + [bot] for r in tok(QUESTIONS)["input_ids"]]
+    L = max(map(len, rows))
+    ids = torch.tensor([[tok.pad_token_id] * (L - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (L - len(r)) + [1] * len(r) for r in rows])
+    with torch.no_grad():
+        roll = latent_rollout(model, obj.projection, ids, mask, K=3)
+        slow = continue_rollout(model, roll, torch.full((len(rows), 1), eot), logits_to_keep=1).logits[:, -1]
+        dec, nxt = _fast_latent(model, obj.projection, ids, mask, 3)
+        fast = dec.step(torch.full((len(rows),), eot), nxt)
+    assert (fast - slow).abs().max() < 1e-5
+    with_fast = codi_generate(model, obj.projection, tok, QUESTIONS, K=3, max_new_tokens=4)
+    ev.FAST_DECODE = False
+    try: without = codi_generate(model, obj.projection, tok, QUESTIONS, K=3, max_new_tokens=4)
+    finally: ev.FAST_DECODE = True
+    assert [r["text"] for r in with_fast] == [r["text"] for r in without]
