@@ -11,10 +11,10 @@ import torch
 
 from cotdistill.grpo import GRPOConfig, split_steps
 from cotdistill.models import build_tokenizer, make_model
-from cotdistill.progressive import (InternalizationObjective, ProgressiveCoTDistillation, check_masking, internalization_data,
-                                    internalize, masked_completion_data, reconstruction_data, reconstruction_example,
-                                    remove_front, removal_schedule, sample_offsets, smoothing_probs, stage1_reconstruction,
-                                    stage2_grpo)
+from cotdistill.progressive import (InternalizationObjective, ProgressiveCoTDistillation, ReconstructionObjective, check_masking,
+                                    curriculum_data, internalization_data, internalize, masked_completion_data, reconstruction_data,
+                                    reconstruction_example, remove_front, removal_schedule, sample_offsets, smoothing_probs,
+                                    stage1_reconstruction, stage2_grpo)
 from cotdistill.tasks import get_task
 from cotdistill.train import TrainConfig, pad_collate
 
@@ -85,6 +85,22 @@ def test_objective_removes_stage_times_delta(setup):
         assert logs["rationale_left"] == pytest.approx(np.mean([max(r - 5 * stage, 0) for r in data["n_rationale"][:8]]))
 
 
+def test_gradual_removal_one_token_at_a_time(setup):
+    obj = InternalizationObjective(8, stage=1, steps_per_stage=16, smoothing_lambda=None, n_stages=2, gradual=True)
+    got = [(obj.on_step(t), obj.removed())[1] for t in range(40)]
+    assert got[0] == 0 and got[1] == 1 and got[15] == 8 and got[31] == 16 and got[-1] == 16   # +1 token every 2 steps, capped at SΔ
+    assert all(b - a in (0, 1) for a, b in zip(got, got[1:]))
+    with pytest.raises(ValueError, match="steps_per_stage"): InternalizationObjective(8, gradual=True)
+
+
+def test_final_steps_extend_the_last_stage(setup, tmp_path):
+    task, rows, tok = setup
+    for reset in (True, False):
+        h = internalize(make_model("tiny", tok, seed=0), tok, task, rows, _cfg(), remove_per_stage=16, steps_per_stage=2,
+                        reset_optimizer=reset, gradual=True, final_steps=3, out_dir=tmp_path / str(reset))
+        assert [r["steps"] for r in h] == [2] * (len(h) - 1) + [5]
+
+
 # --- optimizer reset ------------------------------------------------------------------------------------------------
 def test_optimizer_reset_vs_carried(setup, tmp_path):
     task, rows, tok = setup
@@ -131,6 +147,24 @@ def test_stage1_trains(setup):
     m = make_model("tiny", tok, seed=0); before = [p.detach().clone() for p in m.parameters()]
     res = stage1_reconstruction(m, tok, task, rows, _cfg(max_steps=2))
     assert res["steps"] == 2 and any(not torch.equal(a, b) for a, b in zip(before, m.parameters()))
+
+
+def test_stage1_hint_share_anneals_to_plain(setup):
+    task, rows, tok = setup
+    d = curriculum_data(task, rows, tok, 0.3, "step", seed=0)
+    for x, y, hx, hy in zip(d["input_ids"], d["labels"], d["hint_input_ids"], d["hint_labels"]):
+        assert [v for v in y if v != -100] == [v for v in hy if v != -100]          # one ordered target, two prompts
+        assert len(hx) > len(x)                                                      # the hinted prompt is longer
+    obj = ReconstructionObjective(0.6, anneal_steps=10)
+    shares = [(obj.on_step(t), obj.share())[1] for t in (0, 5, 9, 10, 100)]
+    assert shares == [0.6, 0.3, pytest.approx(0.06), 0.0, 0.0]
+    b = pad_collate({k: [np.asarray(v) for v in d[k]] for k in d}, range(8), tok.pad_token_id)
+    m = make_model("tiny", tok, seed=0)
+    obj.on_step(10); loss, logs = obj(m, b)                                          # after the anneal: the plain LM loss
+    assert logs["hinted"] == 0.0 and loss.item() == pytest.approx(m(input_ids=b["input_ids"], labels=b["labels"]).loss.item(), abs=1e-5)
+    loss1, logs1 = ReconstructionObjective(1.0)(m, b)                                # all hinted: the hinted LM loss
+    assert logs1["hinted"] == 1.0 and loss1.item() == pytest.approx(m(input_ids=b["hint_input_ids"], labels=b["hint_labels"]).loss.item(), abs=1e-5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"): ReconstructionObjective(1.5)
 
 
 # --- stage 2 --------------------------------------------------------------------------------------------------------
