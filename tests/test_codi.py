@@ -260,3 +260,46 @@ def test_fast_inference_equals_model_forward(tok, arch):
     try: without = codi_generate(model, obj.projection, tok, QUESTIONS, K=3, max_new_tokens=4)
     finally: ev.FAST_DECODE = True
     assert [r["text"] for r in with_fast] == [r["text"] for r in without]
+
+
+def test_ablation_grid_records_and_variants():
+    "The `paper` grid: one record per variant from the same start; gamma=0 has no distillation term; no projection, no projection parameters."
+    from cotdistill.codi import CODI_ABLATIONS, codi_ablation_grid
+    from cotdistill.tasks import get_task
+    task = get_task("arith")
+    ds = task.splits(seed=0, n_train=64, n_validation=4, n_test=16, hard=False)
+    tk = build_tokenizer(task.vocabulary_texts())
+    data = encode_codi(tk, [task.format_prompt(q) for q in ds["train"]["question"]],
+                       [task.format_completion(r, a) for r, a in zip(ds["train"]["rationale"], ds["train"]["answer"])])
+    rows = [ds["test"][i] for i in range(16)]
+    start = make_model("tiny", tk, seed=0)
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+    import copy
+    kw = dict(base=dict(K=2), steps=3, batch_size=16, lr=1e-2, speed_reps=2, n_boot=50, teacher_max_new_tokens=40, log=None)
+    recs, per = codi_ablation_grid(lambda: copy.deepcopy(start), tk, task, data, rows, eval_every=2, **kw)
+    assert [r["variant"] for r in recs] == list(CODI_ABLATIONS) == ["default", "gamma0", "no_projection"]
+    assert set(per) == set(CODI_ABLATIONS) and all(len(v) == 16 for v in per.values())
+    assert all(torch.equal(before[k], v) for k, v in start.state_dict().items())   # each variant trains its own copy
+    by = {r["variant"]: r for r in recs}
+    for r in recs:
+        for k in ("accuracy", "accuracy_ci", "diff_vs_default", "p_mcnemar_vs_default", "problems_per_s", "teacher_task_accuracy",
+                  "steps", "train_seconds", "n_eval", "settings", "final_losses", "curve", "projection_params"):
+            assert k in r, (r["variant"], k)
+        assert r["steps"] == 3 and r["n_eval"] == 16 and 0 <= r["accuracy"] <= 1 and 0 <= r["teacher_task_accuracy"] <= 1
+        assert r["accuracy_ci"][0] <= r["accuracy"] <= r["accuracy_ci"][1] and 0 <= r["p_mcnemar_vs_default"] <= 1
+        assert len(r["problems_per_s_runs"]) == 2 and r["problems_per_s"] > 0 and [c["step"] for c in r["curve"]] == [2, 3]
+        assert r["settings"]["K"] == 2 and r["K"] == 2
+    acc = lambda v: np.mean([x["correct"] for x in per[v]])
+    assert by["gamma0"]["diff_vs_default"] == pytest.approx(acc("gamma0") - acc("default"))
+    assert by["default"]["diff_vs_default"] == 0 and by["default"]["p_mcnemar_vs_default"] == 1.0
+    # gamma = 0: the logged loss is the two cross-entropies alone; the default's includes the distillation term
+    g0, d = by["gamma0"]["final_losses"], by["default"]["final_losses"]
+    assert by["gamma0"]["gamma"] == 0 and g0["loss"] == pytest.approx(g0["ce_student"] + g0["ce_teacher"], rel=1e-5)
+    assert d["distill"] > 0 and d["loss"] == pytest.approx(d["ce_student"] + d["distill"] + d["ce_teacher"], rel=1e-5)
+    assert by["default"]["projection_params"] > 0 and by["gamma0"]["projection_params"] == by["default"]["projection_params"]
+    assert by["no_projection"]["projection_params"] == 0 and by["no_projection"]["projection"] is False
+    # the same start, data, steps and seed: two variants with the same settings give the same losses and answers
+    twins, tper = codi_ablation_grid(lambda: copy.deepcopy(start), tk, task, data, rows, variants={"a": {}, "b": {}}, **kw)
+    assert twins[0]["final_losses"] == twins[1]["final_losses"] == d
+    assert [x["prediction"] for x in tper["a"]] == [x["prediction"] for x in tper["b"]] == [x["prediction"] for x in per["default"]]
+    with pytest.raises(ValueError, match="no variants"): codi_ablation_grid(lambda: start, tk, task, data, rows, variants={}, **kw)
