@@ -100,10 +100,9 @@ class CODIDistillation:
                   ) -> dict:
         "Train with the CODI objective (student CE + distillation + teacher CE) through the one loop; return the run's summary."
         rows = _rows(dataset)
-        prompts = [self.task.format_prompt(r["question"]) for r in rows]
-        completions = [self.task.format_completion(r["rationale"], r["answer"]) for r in rows]
+        cols = self.task.columns(rows)
         cfg = cfg or TrainConfig(progress=False)
-        enc = encode_codi(self.tokenizer, prompts, completions, max_len=cfg.max_len)
+        enc = encode_codi(self.tokenizer, cols["prompt"], cols["completion"], max_len=cfg.max_len)
         return train(self.model, enc, objective=self.objective, cfg=cfg, out_dir=out_dir, save_model=False)
 
     def generate(self,

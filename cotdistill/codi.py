@@ -517,7 +517,8 @@ def run_codi_ablations(report_dir: str | Path, # a report folder with records/co
     task = offline_teacher_task(digit_order)
     rows = read_jsonl(data_path)[:n_train]
     start, tok = base_out["model"], base_out["tokenizer"]
-    enc = encode_codi(tok, [task.format_prompt(r["question"]) for r in rows], [task.format_completion(r["rationale"], r["answer"]) for r in rows])
+    cols = task.columns(rows)
+    enc = encode_codi(tok, cols["prompt"], cols["completion"])
     eval_rows = base_out["rows"][:n_eval]
     t0 = time.time()
     records, per_problem = codi_ablation_grid(lambda: copy.deepcopy(start), tok, task, enc, eval_rows, variants=variants, base=base, steps=steps,

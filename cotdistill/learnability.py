@@ -33,8 +33,7 @@ def learnability_data(mode: str, # 'cot' (rationale then answer) or 'answer_only
     task = get_task(task_name, **task_cfg)
     splits = task.splits(seed=seed, n_train=n_train, n_validation=n_eval, n_test=2 * n_eval, hard=False)
     tr = splits["train"]
-    rows = {"prompt": [task.format_prompt(q) for q in tr["question"]],
-            "completion": [task.format_completion(r if mode == "cot" else "", a) for r, a in zip(tr["rationale"], tr["answer"])]}
+    rows = task.columns(tr, rationale=mode == "cot")
     return task, splits, rows
 
 # %% ../nbs/02c_learnability.ipynb #1ea0b767

@@ -456,9 +456,8 @@ def mult_data(k: int, # digits of each operand
                 validation=sp["validation"].to_list(), test=sp["test"].to_list(), test_source=str(f) if task.cfg.test_file else "generated")
 
 def _pc(task, rows, rationale: bool = True) -> dict:
-    "prompt/completion columns (rationale=False: answer only)."
-    return {"prompt": [task.format_prompt(r["question"]) for r in rows],
-            "completion": [task.format_completion(r["rationale"] if rationale else "", r["answer"]) for r in rows]}
+    "`task.columns(rows, rationale)` under the name the driver scripts in reports/paper/drivers/ import."
+    return task.columns(rows, rationale)
 
 def internalization_ablations(cot_model, # the explicit-CoT model every variant starts from (not changed)
                               tokenizer, # its tokenizer
@@ -537,12 +536,12 @@ def mult_triple(k: int = 3, # digits of each operand
     recs, curve = [], []
     cot = make_model(preset, tok, arch=arch, seed=seed)
     log(f"k={k} {preset} ({count_params(cot):,} parameters): explicit CoT, {cot_steps} steps; {len(rows)} train, {len(d['test'])} test ({d['test_source']})")
-    r = train(cot, _pc(task, rows), cfg=dataclasses.replace(cfg, max_steps=cot_steps), tokenizer=tok, save_model=False)
+    r = train(cot, task.columns(rows), cfg=dataclasses.replace(cfg, max_steps=cot_steps), tokenizer=tok, save_model=False)
     rec, _ = method_record(cot, tok, task, d["test"], "mult_cot_sft", r["seconds"], seed, max_new_tokens=mnt_cot, n_boot=n_boot,
                            extra={**extra, "steps": r["steps"], "seconds": round(r["seconds"], 1)})
     recs.append(rec); log(f"  mult_cot_sft {rec['accuracy']:.3f} in {r['seconds']:.0f} s")
     ans = make_model(preset, tok, arch=arch, seed=seed)
-    ra = train(ans, _pc(task, rows, rationale=False), cfg=dataclasses.replace(cfg, max_steps=answer_steps), tokenizer=tok, save_model=False)
+    ra = train(ans, task.columns(rows, rationale=False), cfg=dataclasses.replace(cfg, max_steps=answer_steps), tokenizer=tok, save_model=False)
     rec, _ = method_record(ans, tok, task, d["test"], "mult_answer_only", ra["seconds"], seed, rationale=False, max_new_tokens=mnt_ans,
                            n_boot=n_boot, extra={**extra, "steps": ra["steps"], "seconds": round(ra["seconds"], 1)})
     recs.append(rec); log(f"  mult_answer_only {rec['accuracy']:.3f} in {ra['seconds']:.0f} s")

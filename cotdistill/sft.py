@@ -195,6 +195,9 @@ class PrefixedTask:
     def __init__(self, task, prefix: str): self.task, self.prefix = task, prefix
     def format_prompt(self, question: str) -> str: return f"{self.prefix} {self.task.format_prompt(question)}"
     def __getattr__(self, k): return getattr(self.task, k)
+    def columns(self, rows, rationale: bool = True) -> dict:
+        "The task's training columns with this task's (prefixed) prompts."
+        return {**self.task.columns(rows, rationale), "prompt": [self.format_prompt(r["question"]) for r in rows]}
     def __repr__(self): return f"PrefixedTask({self.task!r}, {self.prefix!r})"
 
 # %% ../nbs/07_sft.ipynb #88f6debd
@@ -443,8 +446,7 @@ def _cpu_name() -> str:
 
 def _bench_data(task, n: int, seed: int) -> dict:
     rows = task.splits(seed=seed, n_train=n, n_validation=1, n_test=1)["train"].to_list()[:n]
-    return {"prompt": [task.format_prompt(r["question"]) for r in rows],
-            "completion": [task.format_completion(r["rationale"], r["answer"]) for r in rows]}
+    return task.columns(rows)
 
 def _run_kit(model, tokenizer, data, batch_size, lr, warmup, seed) -> tuple[float, int]:
     "(seconds, non-pad tokens) of one pass of the kit's loop."

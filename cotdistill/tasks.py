@@ -330,6 +330,12 @@ class Task:
         a = self.format_answer(answer, rationale or "")
         return f" {rationale.strip()} #### {a}" if rationale and rationale.strip() else f" #### {a}"
 
+    def columns(self, rows, rationale: bool = True) -> dict[str, list[str]]:
+        "The training columns of `rows` (dicts with question, rationale, answer): {'prompt': [...], 'completion': [...]}; rationale=False: answers only."
+        rows = list(rows)
+        return {"prompt": [self.format_prompt(r["question"]) for r in rows],
+                "completion": [self.format_completion(r["rationale"] if rationale else "", r["answer"]) for r in rows]}
+
     def parse_answer(self, text: str) -> str | None:
         "The answer written in `text` (after '####'), decoded to the usual spelling."
         return extract_answer(text, fallback_last_number=not self.strict_answer) if ("####" in text or not self.strict_answer) else None
