@@ -29,7 +29,7 @@ from .models import cpu_threads_for
 __all__ = ['DISTILL_KINDS', 'CODI_ABLATIONS', 'split_completion', 'encode_codi', 'make_projection', 'Rollout', 'left_pad',
            'latent_rollout', 'continue_rollout', 'codi_distill_loss', 'CODIObjective', 'codi_generate', 'evaluate_codi',
            'codi_metrics', 'codi_eval_fn', 'save_codi', 'load_codi', 'probe_thoughts', 'codi_ablation_grid',
-           'run_codi_ablations', 'plot_codi_ablations']
+           'run_codi_ablations', 'codi_mult_grid', 'plot_codi_ablations']
 
 # %% ../nbs/10_codi.ipynb #b26efa45
 def _token_id(tokenizer, token: str) -> int:
@@ -538,6 +538,52 @@ def run_codi_ablations(report_dir: str | Path, # a report folder with records/co
     atomic_write_json(out_dir / "codi_ablations.json", out)
     if plot: plot_codi_ablations(out, out_dir / "codi_ablations.png")
     return out
+
+def codi_mult_grid(k: int = 2, # digits of each operand
+                   preset: str = "small", # MODEL_PRESETS name of the students
+                   cot_steps: int = 800, # explicit-CoT steps of the start
+                   steps: int = 3000, # CODI steps per variant (the answer-only floor gets cot_steps + steps)
+                   lr: float = 1e-3, # CODI's peak learning rate
+                   cot_lr: float = 3e-3, # the two references' peak learning rate (from scratch)
+                   n_train: int = 3000, # generated training problems
+                   n_validation: int = 200, # generated validation problems (not used by CODI; they keep the splits of 09's grid)
+                   n_test: int = 500, # generated test problems (unused where the icot file is)
+                   icot_dir: str | Path | None = None, # a folder with the published {k}x{k}_valid.txt (the test split if there)
+                   batch_size: int = 64, # examples per step
+                   seed: int = 0, # initialisations, data order, bootstrap
+                   data_seed: int = 0, # which problems (fixed by default: every seed answers the same test problems)
+                   variants: dict | None = None, # name -> changed CODIObjective settings (None: CODI_ABLATIONS)
+                   eval_every: int = 0, # CODI accuracy curve every N steps (0: none)
+                   speed_reps: int = 1, # timed CODI passes for problems/s
+                   n_boot: int = 1000, # bootstrap resamples
+                   log: Callable | None = print, # progress lines (None: quiet)
+                  ) -> dict:
+    """CODI's grid on k x k multiplication in the Implicit-CoT format (09's `mult_data`): an explicit-CoT start and an answer-only
+    floor trained as long as the start plus CODI (`mult_baselines`), every variant from the start, paired tests against the default
+    and against the floor. The shape of `run_codi_ablations`' JSON, with `correct` (per variant, per test problem) added."""
+    import copy
+    from cotdistill.metrics import compare
+    from cotdistill.progressive import internalization_data, mult_baselines, mult_data
+    from cotdistill.train import TrainConfig
+    d = mult_data(k, n_train, n_validation, n_test, icot_dir, data_seed)
+    task, tok, rows = d["task"], d["tokenizer"], d["train"]
+    cfg = TrainConfig(batch_size=batch_size, lr=cot_lr, warmup_steps=100, log_every=50, ckpt_every=0, progress=False, seed=seed)
+    base = mult_baselines(d, preset, cot_steps, cot_steps + steps, cfg, n_boot=n_boot, extra={"seed": seed}, log=log)
+    (rec_c, rec_a), floor = base["records"], base["per_problem"]["mult_answer_only"]
+    cols = task.columns(rows)
+    n_rat = max(internalization_data(tok, task, rows[:2000])["n_rationale"])
+    records, per = codi_ablation_grid(lambda: copy.deepcopy(base["cot_model"]), tok, task, encode_codi(tok, cols["prompt"], cols["completion"]),
+                                      d["test"], variants=variants, steps=steps, lr=lr, batch_size=batch_size, seed=seed, eval_every=eval_every,
+                                      teacher_max_new_tokens=n_rat + 2 * k + 8, speed_reps=speed_reps, n_boot=n_boot, log=log)
+    for rec in records:
+        c = compare(per[rec["variant"]], floor, names=(rec["variant"], "answer_only"), n_boot=n_boot, seed=seed)
+        rec.update(diff_vs_answer_only=c["diff"], diff_ci_vs_answer_only=c["diff_ci"], p_mcnemar_vs_answer_only=c["p_mcnemar"])
+    return dict(kind="codi_mult", k=k, preset=preset, seed=seed, data_seed=data_seed, cot_steps=cot_steps, steps=steps, lr=lr, cot_lr=cot_lr,
+                batch_size=batch_size, n_train=len(rows), n_eval=len(d["test"]), test_source=d["test_source"],
+                reference=dict(start="mult_cot_sft", cot_sft_accuracy=rec_c["accuracy"], answer_only_accuracy=rec_a["accuracy"],
+                               start_params=sum(p.numel() for p in base["cot_model"].parameters())),
+                cot_record=rec_c, answer_only_record=rec_a, records=records,
+                correct={"mult_answer_only": [bool(r["correct"]) for r in floor], **{f"codi_{n}": [bool(r["correct"]) for r in v] for n, v in per.items()}})
 
 def plot_codi_ablations(result: dict, # what run_codi_ablations returns (or codi_ablations.json; several seeds under "runs")
                         path: str | Path | None = None, # save the figure here

@@ -28,7 +28,7 @@ __all__ = ['NO_RATIONALE_FIELDS', 'ABLATIONS', 'check_masking', 'reconstruction_
            'stage2_grpo', 'smoothing_probs', 'sample_offsets', 'removal_schedule', 'remove_front',
            'internalization_data', 'InternalizationObjective', 'internalize', 'method_record',
            'ProgressiveCoTDistillation', 'curriculum_curve', 'plot_curriculum', 'mult_data',
-           'internalization_ablations', 'mult_triple', 'plot_removal_curves']
+           'internalization_ablations', 'mult_baselines', 'mult_triple', 'plot_removal_curves']
 
 # %% ../nbs/09_progressive.ipynb #0dbc0e05
 def check_masking(ratio: float, # share to hide, in [0, 1]
@@ -492,6 +492,36 @@ def internalization_ablations(cot_model, # the explicit-CoT model every variant 
     return records, curve
 
 # %% ../nbs/09_progressive.ipynb #0cf4663f
+def mult_baselines(d: dict, # what `mult_data` returns
+                   preset: str, # MODEL_PRESETS name of both students
+                   cot_steps: int, # explicit-CoT training steps
+                   answer_steps: int, # answer-only training steps (the budget of the method it is the floor of)
+                   cfg: TrainConfig, # the loop's settings (batch_size, lr, warmup_steps, seed)
+                   arch: str = "llama", # model family
+                   n_boot: int = 1000, # bootstrap resamples
+                   extra: dict | None = None, # more fields for both records
+                   log: Callable | None = print, # progress lines (None: quiet)
+                  ) -> dict:
+    "The two references of a k x k multiplication grid, trained from scratch: explicit CoT (the start of the methods) and answer-only (the floor)."
+    from cotdistill.models import count_params, make_model
+    log = log or (lambda *a: None)
+    task, tok, rows, test, k = d["task"], d["tokenizer"], d["train"], d["test"], d["task"].cfg.k
+    n_rat = max(internalization_data(tok, task, rows[:2000])["n_rationale"])
+    extra = {"k": k, "preset": preset, "test_source": d["test_source"], "n_test": len(test), **(extra or {})}
+    cot = make_model(preset, tok, arch=arch, seed=cfg.seed)
+    log(f"k={k} {preset} ({count_params(cot):,} parameters): explicit CoT, {cot_steps} steps; {len(rows)} train, {len(test)} test ({d['test_source']})")
+    r = train(cot, task.columns(rows), cfg=dataclasses.replace(cfg, max_steps=cot_steps), tokenizer=tok, save_model=False)
+    rec_c, per_c = method_record(cot, tok, task, test, "mult_cot_sft", r["seconds"], cfg.seed, max_new_tokens=n_rat + 2 * k + 8, n_boot=n_boot,
+                                 extra={**extra, "steps": r["steps"], "seconds": round(r["seconds"], 1)})
+    log(f"  mult_cot_sft {rec_c['accuracy']:.3f} in {r['seconds']:.0f} s")
+    ans = make_model(preset, tok, arch=arch, seed=cfg.seed)
+    ra = train(ans, task.columns(rows, rationale=False), cfg=dataclasses.replace(cfg, max_steps=answer_steps), tokenizer=tok, save_model=False)
+    rec_a, per_a = method_record(ans, tok, task, test, "mult_answer_only", ra["seconds"], cfg.seed, rationale=False, max_new_tokens=2 * k + 4,
+                                 n_boot=n_boot, extra={**extra, "steps": ra["steps"], "seconds": round(ra["seconds"], 1)})
+    log(f"  mult_answer_only {rec_a['accuracy']:.3f} in {ra['seconds']:.0f} s")
+    return dict(records=[rec_c, rec_a], per_problem={"mult_cot_sft": per_c, "mult_answer_only": per_a}, cot_model=cot, cot_run=r)
+
+# %% ../nbs/09_progressive.ipynb #b8840b68
 def mult_triple(k: int = 3, # digits of each operand
                 preset: str = "small", # MODEL_PRESETS name of all three students
                 cot_steps: int = 1500, # explicit-CoT training steps
@@ -518,7 +548,6 @@ def mult_triple(k: int = 3, # digits of each operand
                ) -> dict:
     "Explicit CoT, answer-only and internalized students on k x k multiplication: {'records', 'curve', 'sizes', 'test_source', 'cot_model', 'data'}."
     from cotdistill.evaluate import make_eval_fn
-    from cotdistill.models import count_params, make_model
     log = log or (lambda *a: None)
     d = mult_data(k, n_train, n_validation, n_test, icot_dir, seed)
     task, tok, rows = d["task"], d["tokenizer"], d["train"]
@@ -531,20 +560,10 @@ def mult_triple(k: int = 3, # digits of each operand
                  gradual=gradual, n_train=n_train, n_validation=n_validation, n_test=len(d["test"]), batch_size=batch_size, lr=lr,
                  stage3_lr=stage3_lr, warmup_steps=warmup_steps, seed=seed, max_rationale_tokens=n_rat)
     extra = dict(k=k, preset=preset, test_source=d["test_source"], n_test=len(d["test"]), sizes=sizes)
-    mnt_cot, mnt_ans = n_rat + 2 * k + 8, 2 * k + 4                     # room for the rationale; for the 2k answer digits
+    mnt_cot = n_rat + 2 * k + 8                                         # room for the rationale and the 2k answer digits
     cfg = TrainConfig(batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, log_every=50, ckpt_every=0, progress=False, seed=seed)
-    recs, curve = [], []
-    cot = make_model(preset, tok, arch=arch, seed=seed)
-    log(f"k={k} {preset} ({count_params(cot):,} parameters): explicit CoT, {cot_steps} steps; {len(rows)} train, {len(d['test'])} test ({d['test_source']})")
-    r = train(cot, task.columns(rows), cfg=dataclasses.replace(cfg, max_steps=cot_steps), tokenizer=tok, save_model=False)
-    rec, _ = method_record(cot, tok, task, d["test"], "mult_cot_sft", r["seconds"], seed, max_new_tokens=mnt_cot, n_boot=n_boot,
-                           extra={**extra, "steps": r["steps"], "seconds": round(r["seconds"], 1)})
-    recs.append(rec); log(f"  mult_cot_sft {rec['accuracy']:.3f} in {r['seconds']:.0f} s")
-    ans = make_model(preset, tok, arch=arch, seed=seed)
-    ra = train(ans, task.columns(rows, rationale=False), cfg=dataclasses.replace(cfg, max_steps=answer_steps), tokenizer=tok, save_model=False)
-    rec, _ = method_record(ans, tok, task, d["test"], "mult_answer_only", ra["seconds"], seed, rationale=False, max_new_tokens=mnt_ans,
-                           n_boot=n_boot, extra={**extra, "steps": ra["steps"], "seconds": round(ra["seconds"], 1)})
-    recs.append(rec); log(f"  mult_answer_only {rec['accuracy']:.3f} in {ra['seconds']:.0f} s")
+    base = mult_baselines(d, preset, cot_steps, answer_steps, cfg, arch, n_boot, extra, log)
+    cot, r, recs, curve = base["cot_model"], base["cot_run"], list(base["records"]), []
     ev = make_eval_fn(tok, task, d["validation"], max_new_tokens=mnt_cot)
     curve.append(dict(variant="default", stage=0, removed=0, steps=0, **{("rationale_tokens" if a == "mean_rationale_tokens" else a): v
                                                                           for a, v in ev(cot).items() if a in ("accuracy", "mean_rationale_tokens")}))

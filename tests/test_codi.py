@@ -303,3 +303,21 @@ def test_ablation_grid_records_and_variants():
     assert twins[0]["final_losses"] == twins[1]["final_losses"] == d
     assert [x["prediction"] for x in tper["a"]] == [x["prediction"] for x in tper["b"]] == [x["prediction"] for x in per["default"]]
     with pytest.raises(ValueError, match="no variants"): codi_ablation_grid(lambda: start, tk, task, data, rows, variants={}, **kw)
+
+
+def test_codi_mult_grid_references_and_paired_tests():
+    "CODI on k x k multiplication: both references from scratch (answer-only as long as CoT + CODI), each variant tested against the floor and the default."
+    from cotdistill.codi import codi_mult_grid
+    out = codi_mult_grid(k=2, preset="tiny", cot_steps=4, steps=3, n_train=120, n_validation=4, n_test=24, batch_size=16, lr=1e-2,
+                         variants={"default": dict(K=2), "gamma0": dict(K=2, gamma=0.0)}, n_boot=50, log=None)
+    assert out["kind"] == "codi_mult" and out["n_eval"] == 24 and out["n_train"] == 120 and out["test_source"] == "generated"
+    assert out["cot_record"]["method"] == "mult_cot_sft" and out["cot_record"]["steps"] == 4
+    assert out["answer_only_record"]["method"] == "mult_answer_only" and out["answer_only_record"]["steps"] == 4 + 3
+    assert out["reference"]["cot_sft_accuracy"] == out["cot_record"]["accuracy"]
+    assert set(out["correct"]) == {"mult_answer_only", "codi_default", "codi_gamma0"} and all(len(v) == 24 for v in out["correct"].values())
+    by = {r["variant"]: r for r in out["records"]}
+    for name, r in by.items():
+        assert r["steps"] == 3 and r["settings"]["K"] == 2 and r["accuracy"] == pytest.approx(np.mean(out["correct"][f"codi_{name}"]))
+        diff = np.mean(out["correct"][f"codi_{name}"]) - np.mean(out["correct"]["mult_answer_only"])
+        assert r["diff_vs_answer_only"] == pytest.approx(diff) and 0 <= r["p_mcnemar_vs_answer_only"] <= 1
+    assert by["gamma0"]["diff_vs_default"] == pytest.approx(np.mean(out["correct"]["codi_gamma0"]) - np.mean(out["correct"]["codi_default"]))
