@@ -35,21 +35,55 @@ for tag, f, src in (("k3_slow_removal", "out_slow_k3_small", "drive_slow.py"), (
             "a fresh explicit-CoT model, then stage 3 with the schedule in 'stage3'", dict(stage3=C.get("stage3_wall_s")))
 Z = ld("out_ans_9800steps_k2")
 if Z: add("k2_answer_only_9800", "drive_ans.py 2 9800 3000 9800steps", Z["records"], [], None, "answer-only at k=2 with 9,800 steps (= 800 + stage 3 of k2_slower_lr1e-3)", None)
+G = ld("out_k2grid_k2_small")   # drive_k2_grid.py: one CoT model, then the default and both ablations at the slow schedule
+if G and G["records"]:
+    for r in G["records"]: r["method"] = "mult_internalized" if r["method"] == "default" else f"mult_internalized_{r['method']}"
+    add("k2_slow_grid", "drive_k2_grid.py 800 3000 1000 5000 1e-3 k2grid", [G["cot_record"]] + G["records"], G["curve"], G["cot_record"]["accuracy"],
+        "a fresh explicit-CoT model, then stage 3 at 1 token per 1,000 steps (lr 1e-3, 5,000 final steps) for the default and each ablation",
+        {k[:-7]: v for k, v in G.items() if k.endswith("_wall_s")})
+G1 = ld("out_k2grid_s1_k2_small")   # the same grid, seed 1 (its own CoT model)
+if G1 and G1["records"]:
+    for r in G1["records"]: r["method"] = "mult_internalized" if r["method"] == "default" else f"mult_internalized_{r['method']}"
+    add("k2_slow_grid_seed1", "drive_k2_grid.py 800 3000 1000 5000 1e-3 k2grid_s1 1", [G1["cot_record"]] + G1["records"], G1["curve"],
+        G1["cot_record"]["accuracy"], "k2_slow_grid with seed 1 (models and data order; the same problems)", {k[:-7]: v for k, v in G1.items() if k.endswith("_wall_s")})
+G2 = ld("out_k2grid_s1_cot1600_k2_small")   # seed 1 from a longer explicit-CoT run; stopped after the default (the ablations not run)
+if G2 and G2["records"]:
+    for r in G2["records"]: r["method"] = "mult_internalized"
+    add("k2_slow_seed1_cot1600", "drive_k2_grid.py 1600 3000 1000 5000 1e-3 k2grid_s1_cot1600 1 (stopped after the default)", [G2["cot_record"]] + G2["records"],
+        G2["curve"], G2["cot_record"]["accuracy"], "seed 1 with 1,600 explicit-CoT steps, then the default stage 3 only", {k[:-7]: v for k, v in G2.items() if k.endswith("_wall_s")})
+Z2 = ld("out_ans_13800steps_k2")
+if Z2: add("k2_answer_only_13800", "drive_ans.py 2 13800 3000 13800steps", Z2["records"], [], None, "answer-only at k=2 with 13,800 steps (= 800 + stage 3 of k2_slow_grid)", None)
+C3 = ld("out_k3_slower_k3_small")
+if C3 and C3["records"]:
+    add("k3_slower_lr1e-3", "drive_var.py 3 1500 40000 1 1000 3000 1e-3 k3_slower", [dict(C3["cot_record"], method="mult_cot_sft")] + C3["records"], C3["curve"],
+        C3["cot_record"]["accuracy"], "a fresh explicit-CoT model, then stage 3 at 1 token per 1,000 steps (lr 1e-3, 3,000 final steps)", dict(stage3=C3.get("stage3_wall_s")))
 grid = dict(note="Reduced (CPU) size, NOT the paper profile's sizes: see README.md. One seed (0), 'small' preset (0.34M parameters), one torch thread "
                  "on a 2-core CPU shared with other jobs; 'seconds' are training seconds under that load (internalized: explicit CoT + stage 3).",
             runs=runs, records=recs, removal_curves=curve)
 (out / "progressive_paper_grid.json").write_text(json.dumps(grid, indent=1, default=str))
 pd.DataFrame(curve).to_csv(out / "progressive_removal_curves.csv", index=False)
-fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-for ax, run, k in ((axes[0], "k2_main", 2), (axes[1], "k3_main", 3)):
-    m = {r["method"]: r for r in recs if r["run"] == run}
-    plot_removal_curves([c for c in curve if c["run"] == run], m["mult_cot_sft"]["accuracy"], m["mult_answer_only"]["accuracy"], ax=ax,
-                        title=f"{k} x {k} multiplication, 'small' (0.34M), CPU size")
-    for j, (tag, lab) in enumerate((("k3_slow_removal", "stage 3: Δ=2 per 300 steps (another CoT run)"), ("k2_slow_lr1e-3", "stage 3: 1 token per 300 steps, lr 1e-3 (another CoT run)"),
-                                    ("k2_slower_lr1e-3", "stage 3: 1 token per 1,000 steps, lr 1e-3 (another CoT run)"))):
-        cs = [c for c in curve if c["run"] == tag]
-        if cs and tag.startswith(f"k{k}"):
-            ax.plot([c["removed"] for c in cs], [c["accuracy"] for c in cs], "s--", c=f"C{5 + j}", label=lab); ax.legend(fontsize=7)
+fig, axes = plt.subplots(1, 2, figsize=(13, 4.4))
+by = lambda run: {r["method"]: r for r in recs if r["run"] == run}
+if G and G["records"]:   # 2 x 2: the slow schedule with its two ablations; the fast schedule and the earlier slow run as dashed lines
+    ao = by("k2_answer_only_13800").get("mult_answer_only_13800steps", by("k2_answer_only_9800").get("mult_answer_only_9800steps", {})).get("accuracy")
+    plot_removal_curves([c for c in curve if c["run"] == "k2_slow_grid"], G["cot_record"]["accuracy"], ao, ax=axes[0],
+                        title="2 x 2 multiplication, 'small' (0.34M): 1 token per 1,000 steps")
+    for j, (tag, lab) in enumerate((("k2_main", "Δ=2 per 300 steps, lr 3e-4 (another CoT run)"), ("k2_slower_lr1e-3", "1 token per 1,000 steps, 1,000 final (another CoT run)"))):
+        cs = [c for c in curve if c["run"] == tag and c["variant"] in ("default", "slower_lr1e-3") and c["stage"] > 0]
+        axes[0].plot([c["removed"] for c in cs], [c["accuracy"] for c in cs], "s--", c=f"C{5 + j}", alpha=0.6, label=lab)
+    for j, v in enumerate(("default", "no_smoothing", "no_reset")):
+        cs = [c for c in curve if c["run"] == "k2_slow_grid_seed1" and c["variant"] == v]
+        if cs: axes[0].plot([c["removed"] for c in cs], [c["accuracy"] for c in cs], "^:", c=f"C{j}", alpha=0.7, label=f"stage 3: {v}, seed 1")
+    cs = [c for c in curve if c["run"] == "k2_slow_seed1_cot1600"]
+    if cs: axes[0].plot([c["removed"] for c in cs], [c["accuracy"] for c in cs], "v:", c="C3", alpha=0.7, label="stage 3: default, seed 1, 1,600 CoT steps")
+    axes[0].legend(fontsize=6, ncol=2)
+m3 = by("k3_main")
+plot_removal_curves([c for c in curve if c["run"] == "k3_main"], m3["mult_cot_sft"]["accuracy"], m3["mult_answer_only"]["accuracy"], ax=axes[1],
+                    title="3 x 3 multiplication, 'small' (0.34M)")
+for j, (tag, lab) in enumerate((("k3_slow_removal", "Δ=2 per 300 steps (another CoT run)"), ("k3_slower_lr1e-3", "1 token per 1,000 steps, lr 1e-3 (another CoT run)"))):
+    cs = [c for c in curve if c["run"] == tag and c["stage"] > 0]
+    if cs: axes[1].plot([c["removed"] for c in cs], [c["accuracy"] for c in cs], "s--", c=f"C{5 + j}", label=lab)
+axes[1].legend(fontsize=7)
 plt.tight_layout(); plt.savefig(out / "progressive_mult_curve.png", dpi=120)
 df = pd.DataFrame(recs)
 print(df[["run", "method", "accuracy", "accuracy_ci", "rationale_tokens", "problems_per_s", "steps", "seconds", "start_cot_test_accuracy"]].to_string())
