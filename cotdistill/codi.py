@@ -563,15 +563,14 @@ def codi_mult_grid(k: int = 2, # digits of each operand
     and against the floor. The shape of `run_codi_ablations`' JSON, with `correct` (per variant, per test problem) added."""
     import copy
     from cotdistill.metrics import compare
-    from cotdistill.progressive import internalization_data, mult_baselines, mult_data
+    from cotdistill.progressive import mult_baselines, mult_data
     from cotdistill.train import TrainConfig
     d = mult_data(k, n_train, n_validation, n_test, icot_dir, data_seed)
     task, tok, rows = d["task"], d["tokenizer"], d["train"]
     cfg = TrainConfig(batch_size=batch_size, lr=cot_lr, warmup_steps=100, log_every=50, ckpt_every=0, progress=False, seed=seed)
     base = mult_baselines(d, preset, cot_steps, cot_steps + steps, cfg, n_boot=n_boot, extra={"seed": seed}, log=log)
     (rec_c, rec_a), floor = base["records"], base["per_problem"]["mult_answer_only"]
-    cols = task.columns(rows)
-    n_rat = max(internalization_data(tok, task, rows[:2000])["n_rationale"])
+    cols, n_rat = task.columns(rows), base["n_rationale"]
     records, per = codi_ablation_grid(lambda: copy.deepcopy(base["cot_model"]), tok, task, encode_codi(tok, cols["prompt"], cols["completion"]),
                                       d["test"], variants=variants, steps=steps, lr=lr, batch_size=batch_size, seed=seed, eval_every=eval_every,
                                       teacher_max_new_tokens=n_rat + 2 * k + 8, speed_reps=speed_reps, n_boot=n_boot, log=log)

@@ -519,7 +519,8 @@ def mult_baselines(d: dict, # what `mult_data` returns
     rec_a, per_a = method_record(ans, tok, task, test, "mult_answer_only", ra["seconds"], cfg.seed, rationale=False, max_new_tokens=2 * k + 4,
                                  n_boot=n_boot, extra={**extra, "steps": ra["steps"], "seconds": round(ra["seconds"], 1)})
     log(f"  mult_answer_only {rec_a['accuracy']:.3f} in {ra['seconds']:.0f} s")
-    return dict(records=[rec_c, rec_a], per_problem={"mult_cot_sft": per_c, "mult_answer_only": per_a}, cot_model=cot, cot_run=r)
+    return dict(records=[rec_c, rec_a], per_problem={"mult_cot_sft": per_c, "mult_answer_only": per_a}, cot_model=cot, cot_run=r,
+                n_rationale=n_rat)
 
 # %% ../nbs/09_progressive.ipynb #b8840b68
 def mult_triple(k: int = 3, # digits of each operand

@@ -197,6 +197,7 @@ class PrefixedTask:
     def __getattr__(self, k): return getattr(self.task, k)
     def columns(self, rows, rationale: bool = True) -> dict:
         "The task's training columns with this task's (prefixed) prompts."
+        rows = list(rows)
         return {**self.task.columns(rows, rationale), "prompt": [self.format_prompt(r["question"]) for r in rows]}
     def __repr__(self): return f"PrefixedTask({self.task!r}, {self.prefix!r})"
 
