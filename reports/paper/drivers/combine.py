@@ -51,6 +51,14 @@ if G2 and G2["records"]:
     for r in G2["records"]: r["method"] = "mult_internalized"
     add("k2_slow_seed1_cot1600", "drive_k2_grid.py 1600 3000 1000 5000 1e-3 k2grid_s1_cot1600 1 (stopped after the default)", [G2["cot_record"]] + G2["records"],
         G2["curve"], G2["cot_record"]["accuracy"], "seed 1 with 1,600 explicit-CoT steps, then the default stage 3 only", {k[:-7]: v for k, v in G2.items() if k.endswith("_wall_s")})
+for sd in (2, 3):   # more seeds of the default only (each stopped after its default)
+    Gs = ld(f"out_k2grid_s{sd}_k2_small")
+    if Gs and Gs["records"]:
+        Gs["records"] = [r for r in Gs["records"] if r["method"] == "default"]
+        for r in Gs["records"]: r["method"] = "mult_internalized"
+        add(f"k2_slow_seed{sd}", f"drive_k2_grid.py 800 3000 1000 5000 1e-3 k2grid_s{sd} {sd} (stopped after the default)", [Gs["cot_record"]] + Gs["records"],
+            [c for c in Gs["curve"] if c["variant"] == "default"], Gs["cot_record"]["accuracy"], f"seed {sd}: the default stage 3 only",
+            {k[:-7]: v for k, v in Gs.items() if k.endswith("_wall_s")})
 Z2 = ld("out_ans_13800steps_k2")
 if Z2: add("k2_answer_only_13800", "drive_ans.py 2 13800 3000 13800steps", Z2["records"], [], None, "answer-only at k=2 with 13,800 steps (= 800 + stage 3 of k2_slow_grid)", None)
 C3 = ld("out_k3_slower_k3_small")
@@ -74,6 +82,9 @@ if G and G["records"]:   # 2 x 2: the slow schedule with its two ablations; the 
     for j, v in enumerate(("default", "no_smoothing", "no_reset")):
         cs = [c for c in curve if c["run"] == "k2_slow_grid_seed1" and c["variant"] == v]
         if cs: axes[0].plot([c["removed"] for c in cs], [c["accuracy"] for c in cs], "^:", c=f"C{j}", alpha=0.7, label=f"stage 3: {v}, seed 1")
+    for sd, mk in ((2, "x"), (3, "+")):
+        cs = [c for c in curve if c["run"] == f"k2_slow_seed{sd}"]
+        if cs: axes[0].plot([c["removed"] for c in cs], [c["accuracy"] for c in cs], f"{mk}:", c="C0", alpha=0.7, label=f"stage 3: default, seed {sd}")
     cs = [c for c in curve if c["run"] == "k2_slow_seed1_cot1600"]
     if cs: axes[0].plot([c["removed"] for c in cs], [c["accuracy"] for c in cs], "v:", c="C3", alpha=0.7, label="stage 3: default, seed 1, 1,600 CoT steps")
     axes[0].legend(fontsize=6, ncol=2)
