@@ -416,6 +416,13 @@ def _last_losses(metrics_path) -> dict:
     recs = [r for r in read_jsonl(metrics_path) if "loss" in r] if Path(metrics_path).exists() else []
     return {k: recs[-1][k] for k in ("loss", "ce_student", "distill", "ce_teacher") if recs and k in recs[-1]}
 
+def _paired(rec: dict, recs, ref_recs, ref: str, n_boot: int, seed: int, full: bool = False):
+    "Add the paired comparison of `recs` against `ref_recs` (the same problems) to `rec` as diff_vs_{ref}, diff_ci_vs_{ref}, p_mcnemar_vs_{ref}."
+    from cotdistill.metrics import compare
+    c = compare(recs, ref_recs, names=(rec["variant"], ref), n_boot=n_boot, seed=seed)
+    keys = ("diff", "diff_ci", "p_mcnemar") + (("p_bootstrap", "n10", "n01") if full else ())
+    rec.update({f"{k}_vs_{ref}": c[k] for k in keys})
+
 def codi_ablation_grid(start_model: Callable[[], nn.Module], # returns a fresh copy of the starting model (the same weights each call)
                        tokenizer, # its tokenizer (with <bot>, <eot>)
                        task, # the Task (format_prompt, parse_completion)
@@ -437,7 +444,6 @@ def codi_ablation_grid(start_model: Callable[[], nn.Module], # returns a fresh c
     "Train and evaluate CODI variants from the same start, data, steps, lr and seed: (one record per variant, per-problem records per variant)."
     import shutil, statistics, tempfile
     from cotdistill.core import read_jsonl, set_seed
-    from cotdistill.metrics import compare
     from cotdistill.train import TrainConfig, train
     variants = dict(CODI_ABLATIONS if variants is None else variants)
     if not variants: raise ValueError("codi_ablation_grid: no variants")
@@ -481,9 +487,7 @@ def codi_ablation_grid(start_model: Callable[[], nn.Module], # returns a fresh c
     ref = next(iter(variants))                                         # the first variant is the reference of the paired tests
     for rec in records:
         if rec["variant"] == ref: rec.update(diff_vs_default=0.0, diff_ci_vs_default=[0.0, 0.0], p_mcnemar_vs_default=1.0); continue
-        c = compare(per_problem[rec["variant"]], per_problem[ref], names=(rec["variant"], ref), n_boot=n_boot, seed=seed)
-        rec.update(diff_vs_default=c["diff"], diff_ci_vs_default=c["diff_ci"], p_mcnemar_vs_default=c["p_mcnemar"],
-                   p_bootstrap_vs_default=c["p_bootstrap"], n10_vs_default=c["n10"], n01_vs_default=c["n01"])
+        _paired(rec, per_problem[rec["variant"]], per_problem[ref], "default", n_boot, seed, full=True)
     return records, per_problem
 
 # %% ../nbs/10_codi.ipynb #c58a8a01
@@ -562,7 +566,6 @@ def codi_mult_grid(k: int = 2, # digits of each operand
     floor trained as long as the start plus CODI (`mult_baselines`), every variant from the start, paired tests against the default
     and against the floor. The shape of `run_codi_ablations`' JSON, with `correct` (per variant, per test problem) added."""
     import copy
-    from cotdistill.metrics import compare
     from cotdistill.progressive import mult_baselines, mult_data
     from cotdistill.train import TrainConfig
     d = mult_data(k, n_train, n_validation, n_test, icot_dir, data_seed)
@@ -574,9 +577,7 @@ def codi_mult_grid(k: int = 2, # digits of each operand
     records, per = codi_ablation_grid(lambda: copy.deepcopy(base["cot_model"]), tok, task, encode_codi(tok, cols["prompt"], cols["completion"]),
                                       d["test"], variants=variants, steps=steps, lr=lr, batch_size=batch_size, seed=seed, eval_every=eval_every,
                                       teacher_max_new_tokens=n_rat + 2 * k + 8, speed_reps=speed_reps, n_boot=n_boot, log=log)
-    for rec in records:
-        c = compare(per[rec["variant"]], floor, names=(rec["variant"], "answer_only"), n_boot=n_boot, seed=seed)
-        rec.update(diff_vs_answer_only=c["diff"], diff_ci_vs_answer_only=c["diff_ci"], p_mcnemar_vs_answer_only=c["p_mcnemar"])
+    for rec in records: _paired(rec, per[rec["variant"]], floor, "answer_only", n_boot, seed)
     return dict(kind="codi_mult", k=k, preset=preset, seed=seed, data_seed=data_seed, cot_steps=cot_steps, steps=steps, lr=lr, cot_lr=cot_lr,
                 batch_size=batch_size, n_train=len(rows), n_eval=len(d["test"]), test_source=d["test_source"],
                 reference=dict(start="mult_cot_sft", cot_sft_accuracy=rec_c["accuracy"], answer_only_accuracy=rec_a["accuracy"],
