@@ -24,9 +24,12 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['PROFILE_NAMES', 'PROFILES', 'set_seed', 'get_device', 'set_threads', 'atomic_path', 'atomic_write',
+__all__ = ['STAGE_CONFIGS', 'PROFILE_NAMES', 'PROFILES', 'set_seed', 'get_device', 'set_threads', 'atomic_path', 'atomic_write',
            'atomic_write_json', 'JsonlWriter', 'DataFileError', 'read_jsonl', 'stable_hash', 'default_cache_dir',
-           'file_lock', 'ArtifactCache', 'run_dir', 'hp', 'Config', 'check_profile', 'profile_section', 'in_test']
+           'file_lock', 'ArtifactCache', 'run_dir', 'hp', 'Config', 'CoreStage', 'TasksStage', 'ModelStage',
+           'TrainStage', 'EvalStage', 'MetricsStage', 'PromptingStage', 'DatasetStage', 'TeacherStage', 'SFTStage',
+           'GRPOStage', 'ProgressiveStage', 'CODIStage', 'BenchStage', 'check_profile', 'profile_section',
+           'profiles_table', 'in_test']
 
 # %% ../nbs/00_core.ipynb #a9632f45
 def set_seed(seed: int, # the seed for python, numpy and torch
@@ -284,97 +287,317 @@ class Config:
 
     def _repr_markdown_(self) -> str: return f"**{type(self).__name__}**\n\n" + self.table()
 
+    def __getitem__(self, name: str) -> Any:
+        "`cfg['lr']` reads a field like `cfg.lr`; an unknown name raises, listing the allowed ones."
+        if name not in self.keys(): raise KeyError(f"{type(self).__name__} has no field {name!r}; allowed: {self.keys()}")
+        return getattr(self, name)
+
+    def keys(self) -> list[str]: return [f.name for f in fields(self)]   # with __getitem__: `**cfg` works
+
+
+# %% ../nbs/00_core.ipynb #fe57df88
+@dataclass
+class CoreStage(Config):
+    "Where every stage computes."
+    threads: int | None = hp(None, "torch CPU threads; None: COTDISTILL_THREADS or all cores")
+    device: str | None = hp(None, "'cpu', 'cuda', 'mps'; None: the best available")
+    seeds: list = hp([0], "the seeds a multi-seed run repeats over")
+
+@dataclass
+class TasksStage(Config):
+    "The reasoning task and its split sizes (01_tasks)."
+    task: str = hp("arith", "'arith' word problems, 'mult' (Implicit-CoT multiplication) or 'gsm8k'")
+    digit_order: str = hp("lsd", "'lsd' (least-significant digit first) or 'msd'")
+    min_steps: int = hp(2, "fewest operations in a problem")
+    max_steps: int = hp(4, "most operations in a problem")
+    max_operand: int | None = hp(50, "largest number in a question")
+    max_value: int | None = hp(199, "largest intermediate value")
+    mult_k: int | None = hp(3, "digits per factor of the multiplication task")
+    n_train: int | None = hp(5000, "training questions (None: all)")
+    n_validation: int = hp(200, "validation questions (tuning, curves)")
+    n_test: int = hp(500, "test questions (reported accuracy)")
+
+@dataclass
+class ModelStage(Config):
+    "Which models play student and teacher (02_models)."
+    student: str = hp("student", "a MODEL_PRESETS name or a Hub id")
+    teacher: str = hp("teacher", "a MODEL_PRESETS name or a Hub id")
+    arch: str = hp("llama", "'llama', 'gpt2' or 'hub'")
+
+@dataclass
+class TrainStage(Config):
+    "The loop's demo run (02a_train)."
+    max_steps: int | None = hp(300, "optimizer steps")
+    batch_size: int = hp(64, "examples per step")
+    eval_every: int = hp(100, "validation accuracy every N steps")
+    time_budget_s: float | None = hp(90, "a wall-clock cap for the live demo; None outside the course profile")
+
+@dataclass
+class EvalStage(Config):
+    "Batched generation (02b_evaluate)."
+    n: int = hp(500, "problems evaluated")
+    batch_size: int = hp(256, "prompts per generation batch")
+    max_new_tokens: int = hp(96, "longest completion")
+
+@dataclass
+class MetricsStage(Config):
+    "Intervals and similarity (11_metrics)."
+    n_boot: int = hp(1000, "bootstrap resamples of an interval")
+    similarity: str = hp("auto", "'embedding' (MiniLM), 'lexical' or 'auto' (embedding when installed)")
+
+@dataclass
+class PromptingStage(Config):
+    "Zero-/few-shot CoT prompting (03_prompting)."
+    n_questions: int = hp(24, "questions asked")
+    n_samples: int = hp(4, "samples per question for self-consistency")
+    n_shots: int = hp(4, "worked examples in a few-shot prompt")
+    max_new_tokens: int = hp(32, "longest completion")
+
+@dataclass
+class DatasetStage(Config):
+    "Sampling the teacher and filtering its rationales (05_dataset)."
+    n_questions: int | None = hp(300, "training questions the teacher answers (None: all)")
+    samples_per_temperature: int = hp(4, "samples per question at each temperature")
+    temperatures: list = hp([0.3, 0.5, 0.7], "sampling temperatures")
+    selection: str = hp("concise", "'concise', 'correct', 'valid' or 'all'")
+    length_limit: float | None = hp(1.0, "concise: keep rationales within this factor of the question's shortest correct one")
+    token_budget: int | None = hp(90, "concise: keep rationales of at most this many tokens")
+    max_per_question: int = hp(4, "rationales kept per question")
+    max_new_tokens: int = hp(96, "longest sampled rationale")
+
+@dataclass
+class TeacherStage(Config):
+    "The offline teacher's lesson run (04_teacher)."
+    preset: str = hp("student", "the preset trained live in the lesson")
+    train_s: float | None = hp(75, "seconds of the live training demo (None: use the committed teacher)")
+    n_questions: int | None = hp(8000, "training questions of the live demo")
+    n_test: int = hp(200, "test problems")
+    n_sampled: int = hp(60, "questions sampled at each temperature")
+    n_samples: int = hp(3, "samples per question")
+    max_new_tokens: int = hp(160, "longest sampled rationale")
+    batch_size: int = hp(64, "prompts per generation batch")
+
+@dataclass
+class SFTStage(Config):
+    "The methods trained on the distillation set (07_sft)."
+    max_steps: int | None = hp(60, "optimizer steps of a method not named in method_steps")
+    method_steps: dict = hp({}, "optimizer steps per method, e.g. {'cot_sft': 2766}; missing methods get max_steps")
+    batch_size: int = hp(32, "examples per step")
+    lr: float = hp(3e-3, "peak learning rate")
+    warmup_steps: int = hp(10, "linear warm-up steps")
+    eval_every: int = hp(20, "validation accuracy every N steps (the curves)")
+    time_budget_s: float | None = hp(20, "a wall-clock cap per method for the live demo; None outside the course profile")
+    schedule: str = hp("steps", "cosine over 'steps' or over 'time' (the live demo's budget)")
+    n_eval: int = hp(200, "test problems")
+    n_eval_during: int = hp(64, "validation problems per curve point")
+    max_new_tokens: int = hp(64, "longest generated completion")
+    teacher_preset: str | None = hp("small", "the stand-in teacher model's preset (when the offline teacher is absent)")
+    teacher_steps: int | None = hp(400, "the stand-in teacher model's training steps")
+    teacher_budget_s: float | None = hp(15, "a wall-clock cap on the stand-in teacher's training")
+    alpha: float = hp(0.5, "step_by_step: weight of the label task")
+    w_consistency: float = hp(0.1, "cot_sft_consistency: weight of the KL to the teacher")
+    lmbda: float = hp(0.5, "gkd: probability of an on-policy batch")
+    beta: float = hp(0.5, "gkd: JSD mixture (0 forward KL, 1 reverse KL)")
+    gkd_temperature: float = hp(0.9, "gkd: sampling and divergence temperature")
+    gkd_max_new_tokens: int = hp(48, "gkd: longest sampled completion")
+    bench_preset: str = hp("tiny", "the preset of the lesson's speed check")
+    bench_examples: int = hp(256, "examples of the lesson's speed check")
+    bench_batch_size: int = hp(32, "batch of the lesson's speed check")
+    bench_repeats: int = hp(2, "repeats of the lesson's speed check")
+    workers: int = hp(1, "students trained at once (one thread each)")
+
+@dataclass
+class GRPOStage(Config):
+    "GRPO and the brevity run (08_grpo)."
+    sft_steps: int = hp(600, "warm-start SFT steps of the lesson's own student")
+    grpo_steps: int = hp(40, "GRPO steps of the lesson's run")
+    prompts_per_step: int = hp(8, "prompts per GRPO step")
+    num_generations: int = hp(8, "completions per prompt (the group)")
+    max_completion_length: int = hp(48, "longest sampled completion")
+    verbose_share: float = hp(0.8, "share of verbose rationales in the warm-start data")
+    compare_steps: int = hp(25, "steps of the loss-variant comparison")
+    bench: bool = hp(False, "run the speed check against TRL")
+    distilled_steps: int = hp(0, "GRPO steps on the distilled unfiltered student (0: skip)")
+    distilled_eval_every: int = hp(10, "validation every N steps of that run")
+    distilled_min_cut: float = hp(0.25, "checkpoint choice: at least this much shorter than the start")
+    distilled_max_len: int = hp(160, "longest completion of that run")
+    distilled_lr: float = hp(1e-3, "learning rate of that run")
+    distilled_temperature: float = hp(1.0, "sampling temperature of that run")
+    distilled_w: float = hp(1.0, "brevity weight of that run's reward")
+
+@dataclass
+class ProgressiveStage(Config):
+    "The curriculum: reconstruction, GRPO on masked completion, internalization (09_progressive)."
+    mask_ratio: float = hp(0.3, "stage 1: share of the rationale masked")
+    mask_level: str = hp("step", "stage 1: mask whole 'step's or 'token's")
+    hint_share: float = hp(0.5, "stage 1: share of hinted rows at the start")
+    hint_anneal_steps: int | None = hp(None, "stage 1: steps over which the hint fades (None: 11% of cot_sft's steps)")
+    stage1_steps: int | None = hp(300, "stage 1 optimizer steps")
+    stage2_steps: int = hp(10, "stage 2 GRPO steps")
+    stage2_lr: float = hp(1e-4, "stage 2 learning rate")
+    warmup_steps: int = hp(100, "stage 1 warm-up (at most a tenth of its steps)")
+    time_budget_s: float | None = hp(20, "a wall-clock cap for the live demo; None outside the course profile")
+    remove_per_stage: int = hp(16, "stage 3: rationale tokens removed per stage")
+    steps_per_stage: int = hp(15, "stage 3: steps per removal stage")
+    smoothing_lambda: float = hp(4.0, "stage 3: removal smoothing")
+    reset_optimizer: bool = hp(True, "stage 3: fresh AdamW after each removal")
+    gradual: bool = hp(True, "stage 3: remove the tokens gradually within a stage")
+    final_steps: int = hp(0, "stage 3: steps after the last removal")
+    stage3_lr: float = hp(3e-4, "stage 3 learning rate (fine-tuning a trained student)")
+    num_generations: int = hp(8, "stage 2: completions per prompt")
+    prompts_per_step: int = hp(8, "stage 2: prompts per step")
+    max_completion_length: int = hp(96, "longest generated completion")
+    batch_size: int = hp(64, "examples per step")
+    lr: float = hp(3e-3, "peak learning rate of stage 1")
+    n_eval: int = hp(200, "test problems")
+    big_cot_steps: int = hp(300, "the teacher-size run: fine-tuning steps before stage 3")
+    mult_k: int = hp(3, "the multiplication grid: digits per factor")
+    mult_preset: str = hp("small", "the multiplication grid: model preset")
+    mult_cot_steps: int = hp(1500, "the multiplication grid: explicit-CoT steps")
+    mult_remove_per_stage: int = hp(4, "the multiplication grid: tokens removed per stage")
+    mult_steps_per_stage: int = hp(200, "the multiplication grid: steps per removal stage")
+    mult_final_steps: int = hp(300, "the multiplication grid: steps after the last removal")
+    mult_n_train: int = hp(40000, "the multiplication grid: training problems")
+    mult_n_validation: int = hp(200, "the multiplication grid: validation problems")
+    mult_n_test: int = hp(1000, "the multiplication grid: test problems")
+    mult_stage3_lr: float = hp(3e-4, "the multiplication grid: stage 3 learning rate")
+
+@dataclass
+class CODIStage(Config):
+    "Continuous thoughts by self-distillation (10_codi)."
+    K: int = hp(6, "continuous thoughts")
+    gamma: float = hp(1.0, "weight of the hidden-state distillation")
+    alpha: float = hp(1.0, "weight of the teacher task")
+    loss: str = hp("smooth_l1", "distillation distance: 'smooth_l1' or 'l2'")
+    projection: bool = hp(True, "the MLP projection of each thought")
+    lr: float = hp(3e-3, "peak learning rate of the lesson's run")
+    max_steps: int | None = hp(300, "optimizer steps of the lesson's run")
+    batch_size: int = hp(64, "examples per step")
+    time_budget_s: float | None = hp(75, "a wall-clock cap for the live demo; None outside the course profile")
+    warm_steps: int = hp(0, "CoT fine-tuning steps before CODI")
+    n_eval: int = hp(200, "test problems")
+    n_probe: int = hp(4, "problems whose thoughts are decoded")
+    compare_steps: int = hp(0, "CODI steps from the reproduction's cot_sft student (0: skip)")
+    compare_budget_s: float | None = hp(None, "a wall-clock cap on that run (live demos only)")
+    compare_lr: float = hp(1e-3, "peak learning rate from a trained student")
+    ablation_steps: int = hp(1200, "the ablation grid: CODI steps per variant")
+    ablation_lr: float = hp(1e-3, "the ablation grid: peak learning rate")
+    ablation_n_eval: int | None = hp(None, "the ablation grid: test problems (None: all)")
+    ablation_eval_every: int = hp(300, "the ablation grid: validation every N steps (0: only at the end)")
+    mult_k: int = hp(2, "the multiplication grid: digits per factor")
+    mult_preset: str = hp("small", "the multiplication grid: model preset")
+    mult_cot_steps: int = hp(800, "the multiplication grid: explicit-CoT steps")
+    mult_steps: int = hp(3000, "the multiplication grid: CODI steps per variant")
+    mult_n_train: int = hp(3000, "the multiplication grid: training problems")
+    mult_eval_every: int = hp(0, "the multiplication grid: validation every N steps (0: only at the end)")
+
+@dataclass
+class BenchStage(Config):
+    "The side-by-side speed benchmarks (13_benchmarks)."
+    repeats: int = hp(2, "alternating repeats (medians)")
+    sft_examples: int = hp(256, "examples of the SFT benchmark")
+    sft_preset: str = hp("student", "the SFT benchmark's model preset")
+    grpo_steps: int = hp(2, "GRPO steps per side")
+    generate_problems: int = hp(128, "problems of the generation benchmarks")
+    gemm_size: int = hp(1024, "matrix size of the peak-FLOP/s probe")
+    sizes: list = hp(["tiny", "student"], "presets of the scaling benchmark")
+    notebooks: bool = hp(False, "time the course notebooks too")
+    notebook_budget_s: float = hp(150, "the course notebooks' time limit each")
+
+STAGE_CONFIGS: dict[str, type] = {"core": CoreStage, "tasks": TasksStage, "model": ModelStage, "train": TrainStage, "eval": EvalStage,
+                                  "metrics": MetricsStage, "prompting": PromptingStage, "dataset": DatasetStage, "teacher": TeacherStage,
+                                  "sft": SFTStage, "grpo": GRPOStage, "progressive": ProgressiveStage, "codi": CODIStage, "bench": BenchStage}
+
 # %% ../nbs/00_core.ipynb #ecee76c1
 PROFILE_NAMES = ("smoke", "course", "quick", "paper", "full")
 
+# A profile is only its differences from the stage configs' defaults, which are the course size.
+# Outside the course profile budgets are optimizer steps: wall-clock time is reported, never obeyed.
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    # Each stage reads one section. Keys are the stage's parameters; values size the run.
-    "smoke": {
-        "core":    dict(threads=None, device=None),
-        "tasks":   dict(task="arith", digit_order="lsd", min_steps=2, max_steps=4, max_operand=50, max_value=199, mult_k=3, n_train=200, n_validation=50, n_test=50),
-        "model":   dict(student="student", teacher="teacher", arch="llama"),
-        "train":   dict(max_steps=5, batch_size=16, eval_every=0, time_budget_s=None),
-        "eval":    dict(n=32, batch_size=32, max_new_tokens=64),
-        "metrics": dict(n_boot=200, similarity="lexical"),
-        "prompting": dict(n_questions=4, n_samples=2, n_shots=2, max_new_tokens=16),
-        "dataset": dict(n_questions=12, samples_per_temperature=3, temperatures=[0.3, 0.5, 0.7], selection="concise", length_limit=1.2, token_budget=None, max_per_question=4, max_new_tokens=96),
-        "codi": dict(K=2, gamma=1.0, alpha=1.0, loss="smooth_l1", projection=True, lr=3e-3, max_steps=4, batch_size=16, time_budget_s=None, warm_steps=0, n_eval=32, n_probe=3, compare_steps=3, compare_budget_s=None),
-        "teacher": dict(preset="tiny", train_s=4, n_questions=600, n_test=16, n_sampled=4, n_samples=2, max_new_tokens=48, batch_size=32),
-        "grpo": dict(sft_steps=60, grpo_steps=4, prompts_per_step=4, num_generations=4, max_completion_length=48, verbose_share=0.8, compare_steps=3, bench=False, distilled_steps=2, distilled_eval_every=1, distilled_min_cut=0.25, distilled_max_len=48, distilled_lr=1e-3, distilled_temperature=1.0, distilled_w=1.0),
-        "sft": dict(max_steps=4, batch_size=8, lr=0.003, warmup_steps=1, eval_every=2, time_budget_s=None, n_eval=16, n_eval_during=8, max_new_tokens=48, teacher_preset='tiny', teacher_steps=4, teacher_budget_s=None, alpha=0.5, w_consistency=0.1, lmbda=0.5, beta=0.5, gkd_temperature=0.9, gkd_max_new_tokens=32, bench_preset='tiny', bench_examples=32, bench_batch_size=16, bench_repeats=1, workers=1, schedule="steps"),
-        "progressive": dict(mask_ratio=0.3, mask_level="step", stage1_steps=4, stage2_steps=2, remove_per_stage=32, steps_per_stage=2, smoothing_lambda=4.0, reset_optimizer=True, num_generations=4, prompts_per_step=4, max_completion_length=48, batch_size=16, lr=3e-3, time_budget_s=None, n_eval=32),  # 09_progressive
-        "bench": dict(repeats=1, sft_examples=32, grpo_steps=1, generate_problems=16, gemm_size=256, sizes=["tiny"], notebooks=False),  # 13_benchmarks
+    "smoke": {   # every notebook in seconds: plumbing, not science
+        "tasks":       dict(n_train=200, n_validation=50, n_test=50),
+        "train":       dict(max_steps=5, batch_size=16, eval_every=0, time_budget_s=None),
+        "eval":        dict(n=32, batch_size=32, max_new_tokens=64),
+        "metrics":     dict(n_boot=200, similarity="lexical"),
+        "prompting":   dict(n_questions=4, n_samples=2, n_shots=2, max_new_tokens=16),
+        "dataset":     dict(n_questions=12, samples_per_temperature=3, length_limit=1.2, token_budget=None),
+        "teacher":     dict(preset="tiny", train_s=4, n_questions=600, n_test=16, n_sampled=4, n_samples=2, max_new_tokens=48, batch_size=32),
+        "sft":         dict(max_steps=4, batch_size=8, warmup_steps=1, eval_every=2, time_budget_s=None, n_eval=16, n_eval_during=8,
+                            max_new_tokens=48, teacher_preset="tiny", teacher_steps=4, teacher_budget_s=None, gkd_max_new_tokens=32,
+                            bench_examples=32, bench_batch_size=16, bench_repeats=1),
+        "grpo":        dict(sft_steps=60, grpo_steps=4, prompts_per_step=4, num_generations=4, compare_steps=3, distilled_steps=2,
+                            distilled_eval_every=1, distilled_max_len=48),
+        "progressive": dict(stage1_steps=4, stage2_steps=2, remove_per_stage=32, steps_per_stage=2, num_generations=4, prompts_per_step=4,
+                            max_completion_length=48, batch_size=16, time_budget_s=None, n_eval=32),
+        "codi":        dict(K=2, max_steps=4, batch_size=16, time_budget_s=None, n_eval=32, n_probe=3, compare_steps=3),
+        "bench":       dict(repeats=1, sft_examples=32, sft_preset="tiny", grpo_steps=1, generate_problems=16, gemm_size=256, sizes=["tiny"]),
     },
-    "course": {
-        "core":    dict(threads=None, device=None),
-        "tasks":   dict(task="arith", digit_order="lsd", min_steps=2, max_steps=4, max_operand=50, max_value=199, mult_k=3, n_train=5000, n_validation=200, n_test=500),
-        "model":   dict(student="student", teacher="teacher", arch="llama"),
-        "train":   dict(max_steps=300, batch_size=64, eval_every=100, time_budget_s=90),
-        "eval":    dict(n=500, batch_size=256, max_new_tokens=96),
-        "metrics": dict(n_boot=1000, similarity="auto"),
-        "prompting": dict(n_questions=24, n_samples=4, n_shots=4, max_new_tokens=32),
-        "dataset": dict(n_questions=300, samples_per_temperature=4, temperatures=[0.3, 0.5, 0.7], selection="concise", length_limit=1.0, token_budget=90, max_per_question=4, max_new_tokens=96),
-        "codi": dict(K=6, gamma=1.0, alpha=1.0, loss="smooth_l1", projection=True, lr=3e-3, max_steps=300, batch_size=64, time_budget_s=75, warm_steps=0, n_eval=200, n_probe=4, compare_steps=0, compare_budget_s=None),
-        "teacher": dict(preset="student", train_s=75, n_questions=8000, n_test=200, n_sampled=60, n_samples=3, max_new_tokens=160, batch_size=64),
-        "grpo": dict(sft_steps=600, grpo_steps=40, prompts_per_step=8, num_generations=8, max_completion_length=48, verbose_share=0.8, compare_steps=25, bench=False, distilled_steps=0, distilled_eval_every=10, distilled_min_cut=0.25, distilled_max_len=160, distilled_lr=1e-3, distilled_temperature=1.0, distilled_w=1.0),
-        "sft": dict(max_steps=60, batch_size=32, lr=0.003, warmup_steps=10, eval_every=20, time_budget_s=20, n_eval=200, n_eval_during=64, max_new_tokens=64, teacher_preset='small', teacher_steps=400, teacher_budget_s=15, alpha=0.5, w_consistency=0.1, lmbda=0.5, beta=0.5, gkd_temperature=0.9, gkd_max_new_tokens=48, bench_preset='tiny', bench_examples=256, bench_batch_size=32, bench_repeats=2, workers=1, schedule="steps"),
-        "progressive": dict(mask_ratio=0.3, mask_level="step", stage1_steps=300, stage2_steps=10, remove_per_stage=16, steps_per_stage=15, smoothing_lambda=4.0, reset_optimizer=True, num_generations=8, prompts_per_step=8, max_completion_length=96, batch_size=64, lr=3e-3, time_budget_s=20, n_eval=200),  # 09_progressive
-        "bench": dict(repeats=2, sft_examples=256, grpo_steps=2, generate_problems=128, gemm_size=1024, sizes=["tiny", "student"], notebooks=False),  # 13_benchmarks
+    "course": {},   # the defaults: each notebook top to bottom in <= 3 minutes on a 2-core CPU
+    "quick": {   # the README's main command: every method once, one seed, the committed offline teacher
+        "tasks":       dict(n_train=20000, n_validation=500, n_test=1000),
+        "train":       dict(max_steps=1500, eval_every=500, time_budget_s=None),
+        "eval":        dict(n=1000),
+        "metrics":     dict(n_boot=2000),
+        "prompting":   dict(n_questions=100, max_new_tokens=64),
+        "dataset":     dict(n_questions=5000, samples_per_temperature=2, max_new_tokens=192),
+        "teacher":     dict(preset="teacher", train_s=None, n_questions=None, n_test=1000, n_sampled=200, max_new_tokens=192, batch_size=256),
+        "sft":         dict(max_steps=2766, batch_size=64, warmup_steps=100, eval_every=500, time_budget_s=None, n_eval=1000,
+                            n_eval_during=200, max_new_tokens=192, teacher_steps=4000, teacher_budget_s=None, gkd_max_new_tokens=96,
+                            # the steps each method reached in the 270-second budget of the run these step budgets replace
+                            method_steps=dict(answer_only=5743, cot_sft=2766, cot_sft_unfiltered=2152, cot_sft_consistency=931,
+                                              step_by_step=1401, gkd=585),
+                            bench_preset="student", bench_examples=1024, bench_repeats=3, workers=2),
+        "grpo":        dict(prompts_per_step=16, distilled_steps=120, distilled_lr=1e-4),
+        "progressive": dict(mask_ratio=0.7, hint_anneal_steps=300, stage1_steps=2507, stage2_steps=20, time_budget_s=None,
+                            remove_per_stage=8, steps_per_stage=60, final_steps=400, prompts_per_step=16, n_eval=1000),
+        "codi":        dict(time_budget_s=None, n_eval=500, n_probe=8, compare_steps=827),
+        "bench":       dict(repeats=3, sft_examples=1024, grpo_steps=8, generate_problems=500, gemm_size=2048,
+                            sizes=["tiny", "student", "small", "teacher"], notebooks=True, notebook_budget_s=1800),
     },
-    "quick": {
-        "core":    dict(threads=None, device=None),
-        "tasks":   dict(task="arith", digit_order="lsd", min_steps=2, max_steps=4, max_operand=50, max_value=199, mult_k=3, n_train=20000, n_validation=500, n_test=1000),
-        "model":   dict(student="student", teacher="teacher", arch="llama"),
-        "train":   dict(max_steps=1500, batch_size=64, eval_every=500, time_budget_s=45),
-        "eval":    dict(n=1000, batch_size=256, max_new_tokens=96),
-        "metrics": dict(n_boot=2000, similarity="auto"),
-        "prompting": dict(n_questions=100, n_samples=4, n_shots=4, max_new_tokens=64),
-        "dataset": dict(n_questions=5000, samples_per_temperature=2, temperatures=[0.3, 0.5, 0.7], selection="concise", length_limit=1.0, token_budget=90, max_per_question=4, max_new_tokens=192),
-        "codi": dict(K=6, gamma=1.0, alpha=1.0, loss="smooth_l1", projection=True, lr=3e-3, max_steps=300, batch_size=64, time_budget_s=30, warm_steps=0, n_eval=500, n_probe=8, compare_steps=1500, compare_budget_s=180, compare_lr=1e-3),
-        "teacher": dict(preset="teacher", train_s=None, n_questions=None, n_test=1000, n_sampled=200, n_samples=3, max_new_tokens=192, batch_size=256),
-        "grpo": dict(sft_steps=600, grpo_steps=40, prompts_per_step=16, num_generations=8, max_completion_length=48, verbose_share=0.8, compare_steps=25, bench=False, distilled_steps=120, distilled_eval_every=10, distilled_min_cut=0.25, distilled_max_len=160, distilled_lr=1e-4, distilled_temperature=1.0, distilled_w=1.0),
-        "sft": dict(max_steps=100000, batch_size=64, lr=0.003, warmup_steps=100, eval_every=500, time_budget_s=270, n_eval=1000, n_eval_during=200, max_new_tokens=192, teacher_preset='small', teacher_steps=4000, teacher_budget_s=240, alpha=0.5, w_consistency=0.1, lmbda=0.5, beta=0.5, gkd_temperature=0.9, gkd_max_new_tokens=96, bench_preset='student', bench_examples=1024, bench_batch_size=32, bench_repeats=3, workers=2, schedule="time"),
-        "progressive": dict(mask_ratio=0.7, mask_level="step", stage1_steps=4000, stage2_steps=20, remove_per_stage=8, steps_per_stage=60, smoothing_lambda=4.0, reset_optimizer=True, num_generations=8, prompts_per_step=16, max_completion_length=96, batch_size=64, lr=3e-3, time_budget_s=120, n_eval=1000, hint_share=0.5, hint_anneal_steps=300, stage1_share=0.93, stage2_lr=1e-4, warmup_steps=100, stage3_lr=3e-4, gradual=True, final_steps=400),  # 09_progressive
-        "bench": dict(repeats=3, sft_examples=1024, grpo_steps=8, generate_problems=500, gemm_size=2048, sizes=["tiny", "student", "small", "teacher"], notebooks=True, notebook_budget_s=1800),  # 13_benchmarks
+    "paper": {   # seeds, ablations and grids: hours on a CPU, resumable
+        "core":        dict(seeds=[0, 1, 2]),
+        "tasks":       dict(mult_k=4, n_train=50000, n_validation=1000, n_test=2000),
+        "train":       dict(max_steps=10000, eval_every=1000, time_budget_s=None),
+        "eval":        dict(n=2000),
+        "metrics":     dict(n_boot=5000),
+        "prompting":   dict(n_questions=500, n_samples=8, max_new_tokens=64),
+        "dataset":     dict(n_questions=20000, samples_per_temperature=3, max_new_tokens=192),
+        "teacher":     dict(preset="teacher", train_s=None, n_questions=None, n_test=2000, n_sampled=500, max_new_tokens=192, batch_size=256),
+        "sft":         dict(max_steps=10000, batch_size=64, warmup_steps=200, eval_every=1000, time_budget_s=None, n_eval=2000,
+                            n_eval_during=500, max_new_tokens=192, teacher_steps=10000, teacher_budget_s=None, gkd_max_new_tokens=96,
+                            bench_preset="student", bench_examples=2048, bench_repeats=5, workers=2),
+        "grpo":        dict(grpo_steps=300, prompts_per_step=16, max_completion_length=96, compare_steps=100, bench=True,
+                            distilled_steps=300, distilled_eval_every=25, distilled_lr=1e-4),
+        "progressive": dict(stage1_steps=10000, stage2_steps=200, time_budget_s=None, remove_per_stage=8, steps_per_stage=1000,
+                            prompts_per_step=16, n_eval=2000,
+                            # the multiplication grid at the setting measured to internalize at 2 x 2 (reports/paper/)
+                            mult_k=2, mult_cot_steps=1600, mult_remove_per_stage=1, mult_steps_per_stage=1000, mult_final_steps=5000,
+                            mult_n_train=3000, mult_n_test=500, mult_stage3_lr=1e-3),
+        "codi":        dict(max_steps=6000, time_budget_s=None, warm_steps=3000, n_eval=2000, n_probe=8, compare_steps=8000,
+                            ablation_steps=8000, ablation_eval_every=1000, mult_eval_every=1000),
+        "bench":       dict(repeats=5, sft_examples=2048, grpo_steps=8, generate_problems=1000, gemm_size=2048,
+                            sizes=["tiny", "student", "small", "teacher", "large"], notebooks=True, notebook_budget_s=1800),
     },
-    "paper": {
-        "core":    dict(threads=None, device=None, seeds=[0, 1, 2]),
-        "tasks":   dict(task="arith", digit_order="lsd", min_steps=2, max_steps=4, max_operand=50, max_value=199, mult_k=4, n_train=50000, n_validation=1000, n_test=2000),
-        "model":   dict(student="student", teacher="teacher", arch="llama"),
-        "train":   dict(max_steps=10000, batch_size=64, eval_every=1000, time_budget_s=1200),
-        "eval":    dict(n=2000, batch_size=256, max_new_tokens=96),
-        "metrics": dict(n_boot=5000, similarity="auto"),
-        "prompting": dict(n_questions=500, n_samples=8, n_shots=4, max_new_tokens=64),
-        "dataset": dict(n_questions=20000, samples_per_temperature=3, temperatures=[0.3, 0.5, 0.7], selection="concise", length_limit=1.0, token_budget=90, max_per_question=4, max_new_tokens=192),
-        "codi": dict(K=6, gamma=1.0, alpha=1.0, loss="smooth_l1", projection=True, lr=3e-3, max_steps=6000, batch_size=64, time_budget_s=1200, warm_steps=3000, n_eval=2000, n_probe=8, compare_steps=8000, compare_budget_s=1200,
-                     ablation_steps=8000, ablation_lr=1e-3, ablation_n_eval=None, ablation_eval_every=1000,  # 10_codi's grid: default, gamma=0, no projection
-                     mult_k=2, mult_preset="small", mult_cot_steps=800, mult_steps=3000, mult_n_train=3000),  # the grid on k x k multiplication (the sizes measured in reports/paper/)
-        "teacher": dict(preset="teacher", train_s=None, n_questions=None, n_test=2000, n_sampled=500, n_samples=3, max_new_tokens=192, batch_size=256),
-        "grpo": dict(sft_steps=600, grpo_steps=300, prompts_per_step=16, num_generations=8, max_completion_length=96, verbose_share=0.8, compare_steps=100, bench=True, distilled_steps=300, distilled_eval_every=25, distilled_min_cut=0.25, distilled_max_len=160, distilled_lr=1e-4, distilled_temperature=1.0, distilled_w=1.0),
-        "sft": dict(max_steps=10000, batch_size=64, lr=0.003, warmup_steps=200, eval_every=1000, time_budget_s=1800, n_eval=2000, n_eval_during=500, max_new_tokens=192, teacher_preset='small', teacher_steps=10000, teacher_budget_s=1200, alpha=0.5, w_consistency=0.1, lmbda=0.5, beta=0.5, gkd_temperature=0.9, gkd_max_new_tokens=96, bench_preset='student', bench_examples=2048, bench_batch_size=32, bench_repeats=5, workers=2, schedule="steps"),
-        "progressive": dict(mask_ratio=0.3, mask_level="step", stage1_steps=10000, stage2_steps=200, remove_per_stage=8, steps_per_stage=1000, smoothing_lambda=4.0, reset_optimizer=True, num_generations=8, prompts_per_step=16, max_completion_length=96, batch_size=64, lr=3e-3, time_budget_s=1200, n_eval=2000,
-                            # 09_progressive's grid on k x k multiplication: the setting measured to internalize in reports/paper/ (2 x 2, one token per
-                            # 1,000 steps at lr 1e-3, 5,000 final steps: 95.8% in seed 0); 3 x 3 collapsed there with the 'small' preset even at this schedule
-                            mult_k=2, mult_preset="small", mult_cot_steps=1600, mult_remove_per_stage=1, mult_steps_per_stage=1000, mult_final_steps=5000,
-                            mult_n_train=3000, mult_n_validation=200, mult_n_test=500, mult_stage3_lr=1e-3),
-        "bench": dict(repeats=5, sft_examples=2048, grpo_steps=8, generate_problems=1000, gemm_size=2048, sizes=["tiny", "student", "small", "teacher", "large"], notebooks=True, notebook_budget_s=1800),  # 13_benchmarks
-    },
-    "full": {
-        # a GPU and real Hub models on GSM8K (same family, so token-level consistency works)
-        "core":    dict(threads=None, device="cuda"),
-        "tasks":   dict(task="gsm8k", digit_order="msd", min_steps=2, max_steps=8, max_operand=None, max_value=None, mult_k=None, n_train=None, n_validation=500, n_test=1319),
-        "model":   dict(student="Qwen/Qwen2.5-0.5B", teacher="Qwen/Qwen2.5-1.5B-Instruct", arch="hub"),
-        "train":   dict(max_steps=None, batch_size=16, eval_every=500, time_budget_s=None),
-        "eval":    dict(n=1319, batch_size=64, max_new_tokens=384),
-        "metrics": dict(n_boot=5000, similarity="auto"),
-        "prompting": dict(n_questions=200, n_samples=4, n_shots=8, max_new_tokens=384),
-        "dataset": dict(n_questions=None, samples_per_temperature=4, temperatures=[0.3, 0.5, 0.7], selection="concise", length_limit=1.2, token_budget=None, max_per_question=4, max_new_tokens=384),
-        "codi": dict(K=6, gamma=1.0, alpha=1.0, loss="smooth_l1", projection=True, lr=3e-3, max_steps=None, batch_size=32, time_budget_s=None, warm_steps=0, n_eval=1319, n_probe=8, compare_steps=0, compare_budget_s=None),
-        "teacher": dict(preset="teacher", train_s=None, n_questions=None, n_test=1000, n_sampled=200, n_samples=3, max_new_tokens=192, batch_size=256),
-        "grpo": dict(sft_steps=0, grpo_steps=300, prompts_per_step=16, num_generations=8, max_completion_length=384, verbose_share=0.0, compare_steps=100, bench=False, distilled_steps=0, distilled_eval_every=25, distilled_min_cut=0.25, distilled_max_len=384, distilled_lr=1e-6, distilled_temperature=1.0, distilled_w=0.5),
-        "sft": dict(max_steps=None, batch_size=16, lr=1e-05, warmup_steps=50, eval_every=500, time_budget_s=None, n_eval=1319, n_eval_during=200, max_new_tokens=384, teacher_preset=None, teacher_steps=None, teacher_budget_s=None, alpha=0.5, w_consistency=0.1, lmbda=0.5, beta=0.5, gkd_temperature=0.9, gkd_max_new_tokens=256, bench_preset='student', bench_examples=1024, bench_batch_size=32, bench_repeats=3, workers=1, schedule="steps"),
-        "progressive": dict(mask_ratio=0.3, mask_level="step", stage1_steps=None, stage2_steps=300, remove_per_stage=8, steps_per_stage=500, smoothing_lambda=4.0, reset_optimizer=True, num_generations=8, prompts_per_step=16, max_completion_length=384, batch_size=16, lr=1e-05, time_budget_s=None, n_eval=1319),  # 09_progressive
-        "bench": dict(repeats=3, sft_examples=1024, grpo_steps=3, generate_problems=500, gemm_size=4096, sizes=["tiny", "student", "small", "teacher"], notebooks=False),  # 13_benchmarks
+    "full": {   # a GPU and Hub models on GSM8K (one model family: token-level losses need one vocabulary)
+        "core":        dict(device="cuda"),
+        "tasks":       dict(task="gsm8k", digit_order="msd", max_steps=8, max_operand=None, max_value=None, mult_k=None, n_train=None,
+                            n_validation=500, n_test=1319),
+        "model":       dict(student="Qwen/Qwen2.5-0.5B", teacher="Qwen/Qwen2.5-1.5B-Instruct", arch="hub"),
+        "train":       dict(max_steps=None, batch_size=16, eval_every=500, time_budget_s=None),
+        "eval":        dict(n=1319, batch_size=64, max_new_tokens=384),
+        "metrics":     dict(n_boot=5000),
+        "prompting":   dict(n_questions=200, n_shots=8, max_new_tokens=384),
+        "dataset":     dict(n_questions=None, length_limit=1.2, token_budget=None, max_new_tokens=384),
+        "teacher":     dict(preset="teacher", train_s=None, n_questions=None, n_test=1000, n_sampled=200, max_new_tokens=192, batch_size=256),
+        "sft":         dict(max_steps=None, batch_size=16, lr=1e-5, warmup_steps=50, eval_every=500, time_budget_s=None, n_eval=1319,
+                            n_eval_during=200, max_new_tokens=384, teacher_preset=None, teacher_steps=None, teacher_budget_s=None,
+                            gkd_max_new_tokens=256, bench_preset="student", bench_examples=1024, bench_repeats=3),
+        "grpo":        dict(sft_steps=0, grpo_steps=300, prompts_per_step=16, max_completion_length=384, verbose_share=0.0, compare_steps=100,
+                            distilled_eval_every=25, distilled_max_len=384, distilled_lr=1e-6, distilled_w=0.5),
+        "progressive": dict(stage1_steps=None, stage2_steps=300, time_budget_s=None, remove_per_stage=8, steps_per_stage=500,
+                            prompts_per_step=16, max_completion_length=384, batch_size=16, lr=1e-5, stage3_lr=1e-6, n_eval=1319),
+        "codi":        dict(max_steps=None, batch_size=32, time_budget_s=None, n_eval=1319, n_probe=8),
+        "bench":       dict(repeats=3, sft_examples=1024, grpo_steps=3, generate_problems=500, gemm_size=4096, sizes=["tiny", "student", "small", "teacher"]),
     },
 }
 
@@ -384,19 +607,33 @@ def check_profile(name: str) -> str:
     if name not in PROFILE_NAMES: raise ValueError(f"unknown profile {name!r}; allowed: {list(PROFILE_NAMES)}")
     return name
 
+def _check_keys(cls: type, keys, where: str) -> None:
+    "Raise naming `where`, the unknown keys and the allowed ones."
+    names = [f.name for f in fields(cls)]
+    bad = [k for k in keys if k not in names]
+    if bad: raise KeyError(f"{where} has no parameter(s) {bad}; allowed: {names}")
+
 def profile_section(name: str, # a profile: smoke | course | quick | paper | full
                     section: str, # a stage's section ('core', 'tasks', 'train', ...)
                     **overrides, # values that replace the profile's (None values are ignored)
-                   ) -> dict:
-    "A copy of one profile's section with `overrides` applied (None means: keep the profile's value)."
+                   ) -> Config:
+    "The typed config of one stage: its course defaults, the profile's differences, then `overrides`."
     check_profile(name)
-    known = sorted({s for p in PROFILES.values() for s in p})
-    if section not in known: raise KeyError(f"no profile section {section!r}; known sections: {known}")
-    d = dict(PROFILES[name].get(section) or PROFILES["quick"].get(section) or {})
-    bad = [k for k in overrides if k not in d]
-    if bad: raise KeyError(f"profile section {section!r} has no parameter(s) {bad}; allowed: {sorted(d)}")
-    d.update({k: v for k, v in overrides.items() if v is not None})
-    return d
+    if section not in STAGE_CONFIGS: raise KeyError(f"no profile section {section!r}; known sections: {sorted(STAGE_CONFIGS)}")
+    cls = STAGE_CONFIGS[section]
+    diff = PROFILES[name].get(section, {})
+    _check_keys(cls, diff, f"profile {name!r}, section {section!r}")
+    _check_keys(cls, overrides, f"profile section {section!r}")
+    return cls(**{**diff, **{k: v for k, v in overrides.items() if v is not None}})
+
+def profiles_table(section: str) -> str:
+    "One stage's values in every profile, as a markdown table (a profile's own differences in bold)."
+    cls = STAGE_CONFIGS[section]
+    head = ["| field | " + " | ".join(PROFILE_NAMES) + " | help |", "|---|" + "---|" * (len(PROFILE_NAMES) + 1)]
+    cell = lambda p, f: (f"**{profile_section(p, section)[f.name]!r}**" if f.name in PROFILES[p].get(section, {})
+                         else f"{profile_section(p, section)[f.name]!r}")
+    return "\n".join(head + [f"| `{f.name}` | " + " | ".join(cell(p, f) for p in PROFILE_NAMES) + f" | {f.metadata.get('help', '')} |"
+                             for f in fields(cls)])
 
 def in_test() -> bool:
     "True under `nbdev_test` (it sets IN_TEST), where notebooks switch to the smoke profile."

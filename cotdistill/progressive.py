@@ -352,14 +352,14 @@ class ProgressiveCoTDistillation:
                  tokenizer=None, # the student's tokenizer (None: the teacher's `.tokenizer`)
                  task=None, # the Task (None: the teacher's `.task`)
                  out_dir: str | Path | None = None, # run directories (None: temp dirs)
-                 **sizes, # a profile's 'progressive' section: mask_ratio, mask_level, stage1_steps, ... (unset: course sizes)
+                 seed: int = 0, # seeds the data order, the masks and the rollouts
+                 **sizes, # `ProgressiveStage` fields: mask_ratio, mask_level, stage1_steps, ... (unset: its defaults)
                 ):
-        from cotdistill.core import profile_section
         self.teacher, self.student = teacher, student
         self.tokenizer = tokenizer if tokenizer is not None else getattr(teacher, "tokenizer", None)
         self.task = task if task is not None else getattr(teacher, "task", None)
         if self.tokenizer is None or self.task is None: raise ValueError("pass tokenizer= and task= (the teacher has no .tokenizer / .task)")
-        self.P = {**profile_section("course", "progressive"), **sizes}
+        self.P, self.seed = ProgressiveStage().replace(**sizes), seed
         check_masking(self.P["mask_ratio"], self.P["mask_level"])
         self.out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="cotdistill-progressive-"))
         self.history: dict[str, object] = {}
@@ -368,23 +368,23 @@ class ProgressiveCoTDistillation:
         P = self.P
         return TrainConfig(max_steps=steps, batch_size=kw.pop("batch_size", P["batch_size"]), lr=kw.pop("lr", P["lr"]),
                            warmup_steps=min(50, max(1, (steps or 100) // 10)), log_every=10, ckpt_every=0, progress=False,
-                           seed=P.get("seed", 0), **kw)
+                           seed=self.seed, **kw)
 
     def stage_1_masked_reconstruction(self, dataset) -> dict:
         "Learn the structure: shuffled, masked steps -> the ordered, complete rationale."
         P = self.P
-        anneal = P.get("hint_anneal_steps") or max(1, (P["stage1_steps"] or 1000) // 10)
+        anneal = P["hint_anneal_steps"] or max(1, (P["stage1_steps"] or 1000) // 10)
         self.history["stage1"] = stage1_reconstruction(self.student, self.tokenizer, self.task, dataset, self._cfg(P["stage1_steps"]),
-                                                       P["mask_ratio"], P["mask_level"], P.get("hint_share", 0.5), anneal,
+                                                       P["mask_ratio"], P["mask_level"], P["hint_share"], anneal,
                                                        out_dir=self.out_dir / "stage1")
         return self.history["stage1"]
 
     def stage_2_grpo_completion(self, dataset) -> dict:
         "Complete masked rationales under GRPO: correct first, brief once correct."
         P = self.P
-        g = GRPOConfig(num_generations=P["num_generations"], max_completion_length=P["max_completion_length"], beta=0.0, seed=P.get("seed", 0))
+        g = GRPOConfig(num_generations=P["num_generations"], max_completion_length=P["max_completion_length"], beta=0.0, seed=self.seed)
         self.history["stage2"] = stage2_grpo(self.student, self.tokenizer, self.task, dataset,
-                                             self._cfg(P["stage2_steps"], batch_size=P["prompts_per_step"], lr=P.get("stage2_lr", 1e-4)), g,
+                                             self._cfg(P["stage2_steps"], batch_size=P["prompts_per_step"], lr=P["stage2_lr"]), g,
                                              P["mask_ratio"], P["mask_level"], out_dir=self.out_dir / "stage2")
         return self.history["stage2"]
 
@@ -393,7 +393,7 @@ class ProgressiveCoTDistillation:
         P = self.P
         self.history["stage3"] = internalize(self.student, self.tokenizer, self.task, dataset, self._cfg(None), P["remove_per_stage"],
                                              P["steps_per_stage"], P["smoothing_lambda"], P["reset_optimizer"], self.out_dir / "stage3",
-                                             gradual=P.get("gradual", True), final_steps=P.get("final_steps", 0))
+                                             gradual=P["gradual"], final_steps=P["final_steps"])
         return self.history["stage3"]
 
     def progressive_train(self, dataset, internalize: bool = False) -> dict:

@@ -407,12 +407,14 @@ def run_methods(methods: Sequence[str], # names in METHODS
                 model_seed: int = 0, # initialisation seed
                 workers: int = 1, # students trained at once (> 1: one process and one thread each)
                 out_root: str | Path | None = None, # run directories go to <out_root>/<method>
+                cfgs: dict | None = None, # method -> its own TrainConfig (e.g. its step budget); None: the shared `cfg`
                 **kw, # run_method arguments shared by every method (tokenizer, task, cfg, teacher_model, eval_data, ...)
                ) -> dict[str, dict]:
     "Train and evaluate every method with a fresh student; sequentially, or `workers` at a time on one thread each."
     for m in methods: check_method(m)
     jobs = [dict(method=m, data=data[m], preset=preset, arch=arch, model_seed=model_seed,
-                 out_dir=Path(out_root) / m if out_root else None, threads=1 if workers > 1 else None, **kw) for m in methods]
+                 out_dir=Path(out_root) / m if out_root else None, threads=1 if workers > 1 else None,
+                 **{**kw, **({"cfg": cfgs[m]} if cfgs else {})}) for m in methods]
     if workers <= 1: return {j["method"]: _method_worker(j) for j in jobs}
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
