@@ -293,6 +293,7 @@ class Config:
         return getattr(self, name)
 
     def keys(self) -> list[str]: return [f.name for f in fields(self)]   # with __getitem__: `**cfg` works
+    def items(self) -> list[tuple[str, Any]]: return [(k, getattr(self, k)) for k in self.keys()]
 
 
 # %% ../nbs/00_core.ipynb #fe57df88

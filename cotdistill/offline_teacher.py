@@ -29,7 +29,7 @@ from .teachers import TEACHERS, HFTeacher
 
 # %% auto #0
 __all__ = ['ASSET_DIR', 'BUILD_COMMAND', 'OfflineTeacherConfig', 'arith_config', 'eval_splits', 'teacher_data',
-           'train_offline_teacher', 'offline_teacher_info', 'load_offline_teacher', 'main']
+           'train_offline_teacher', 'offline_teacher_info', 'load_offline_teacher', 'offline_teacher_task', 'main']
 
 # %% ../nbs/04_teacher.ipynb #e74b8c27
 ASSET_DIR = Path(cotdistill.__file__).parent / "assets" / "teacher"  # where the committed teacher lives
@@ -236,6 +236,12 @@ def load_offline_teacher(path: str | Path | None = None, # an asset directory (N
     return HFTeacher(str(p), task=task, prompt_fn=task.format_prompt, **kw)
 
 TEACHERS["offline"] = load_offline_teacher
+
+def offline_teacher_task(digit_order: str = "lsd", # the stand-in task's digit order (when the committed teacher is absent)
+                        ):
+    "The task the reproduction's students learn: the committed teacher's (from its teacher.json), else the arith task."
+    try: return get_task("arith", **offline_teacher_info()["config"]["task"])
+    except FileNotFoundError: return get_task("arith", digit_order=digit_order)
 
 # %% ../nbs/04_teacher.ipynb #325f0a2b
 def main(argv: Sequence[str] | None = None) -> dict:

@@ -17,18 +17,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .core import JsonlWriter, read_jsonl
+from .core import JsonlWriter, ProgressiveStage, read_jsonl
+from .records import save_method_outputs
 from .grpo import (MASK_LEVELS, GRPOConfig, GRPOObjective, annealed_k, grpo_dataset, hierarchical_reward,
                              masked_prompt, shuffle_steps, split_steps)
 from .train import TrainConfig, encode_sft, lm_objective, pad_collate, train
 
 # %% auto #0
-__all__ = ['NO_RATIONALE_FIELDS', 'ABLATIONS', 'check_masking', 'reconstruction_example', 'reconstruction_data',
-           'curriculum_data', 'ReconstructionObjective', 'stage1_reconstruction', 'masked_completion_data',
-           'stage2_grpo', 'smoothing_probs', 'sample_offsets', 'removal_schedule', 'remove_front',
-           'internalization_data', 'InternalizationObjective', 'internalize', 'method_record',
-           'ProgressiveCoTDistillation', 'curriculum_curve', 'plot_curriculum', 'mult_data',
-           'internalization_ablations', 'mult_baselines', 'mult_triple', 'plot_removal_curves']
+__all__ = ['NO_RATIONALE_FIELDS', 'check_masking', 'reconstruction_example', 'reconstruction_data', 'curriculum_data',
+           'ReconstructionObjective', 'stage1_reconstruction', 'masked_completion_data', 'stage2_grpo',
+           'smoothing_probs', 'sample_offsets', 'removal_schedule', 'remove_front', 'internalization_data',
+           'InternalizationObjective', 'internalize', 'method_record', 'ProgressiveCoTDistillation', 'curriculum_curve',
+           'plot_curriculum']
 
 # %% ../nbs/09_progressive.ipynb #0dbc0e05
 def check_masking(ratio: float, # share to hide, in [0, 1]
@@ -336,10 +336,9 @@ def method_record(model, # the trained student
                  ) -> tuple[dict, list[dict]]:
     "(metrics record, per-problem records) of a student, greedy on `rows`; saved under report_dir as 07_sft saves its methods."
     from cotdistill.metrics import evaluate
-    from cotdistill.sft import save_method_outputs
     ev = evaluate(model, task, rows, tokenizer=tokenizer, method=method, seed=seed, n_boot=n_boot, train_seconds=train_seconds,
                   teacher_records=teacher_records, similarity="lexical" if rationale else None, max_new_tokens=max_new_tokens)
-    rec = {**ev.metrics_record(), **(extra or {})}
+    rec = {"track": "scratch", **ev.metrics_record(), **(extra or {})}   # a record of the word-problem task from random weights unless told
     if not rationale: rec.update({k: None for k in NO_RATIONALE_FIELDS})
     if report_dir is not None: save_method_outputs(report_dir, method, ev.records, model, tokenizer, record=rec)
     return rec, ev.records
@@ -435,169 +434,3 @@ def plot_curriculum(curve: pd.DataFrame, # from curriculum_curve
     axes[0].set_ylim(-0.02, 1.02)
     if title: axes[0].set_title(title)
     return axes
-
-# %% ../nbs/09_progressive.ipynb #2d07fdb7
-ABLATIONS = {"no_smoothing": dict(smoothing_lambda=None), "no_reset": dict(reset_optimizer=False)}   # variant -> what it changes
-
-def mult_data(k: int, # digits of each operand
-              n_train: int, # generated training problems
-              n_validation: int, # generated validation problems (the curves)
-              n_test: int, # generated test problems (ignored when the icot file is used)
-              icot_dir: str | Path | None = None, # a folder with the published {k}x{k}_valid.txt (used as the test split if there)
-              seed: int = 0, # which problems
-             ) -> dict:
-    "Task, tokenizer and train/validation/test rows of k x k multiplication; test = the icot file when it exists."
-    from cotdistill.models import build_tokenizer
-    from cotdistill.tasks import get_task
-    f = Path(icot_dir) / f"{k}x{k}_valid.txt" if icot_dir is not None else None
-    task = get_task("mult", k=k, **({"test_file": str(f)} if f is not None and f.exists() else {}))
-    sp = task.splits(seed=seed, n_train=n_train, n_validation=n_validation, n_test=n_test, hard=False)
-    return dict(task=task, tokenizer=build_tokenizer(task.vocabulary_texts()), train=sp["train"].to_list(),
-                validation=sp["validation"].to_list(), test=sp["test"].to_list(), test_source=str(f) if task.cfg.test_file else "generated")
-
-def _pc(task, rows, rationale: bool = True) -> dict:
-    "`task.columns(rows, rationale)` under the name the driver scripts in reports/paper/drivers/ import."
-    return task.columns(rows, rationale)
-
-def internalization_ablations(cot_model, # the explicit-CoT model every variant starts from (not changed)
-                              tokenizer, # its tokenizer
-                              task, # the task
-                              rows, # training rows
-                              test_rows, # test rows
-                              cfg: TrainConfig, # stage 3's loop settings (lr, batch_size, warmup_steps, seed)
-                              variants: dict[str, dict] = ABLATIONS, # name -> internalize() arguments that differ from the default
-                              eval_rows=None, # rows for the per-stage curve (None: no curve)
-                              max_new_tokens: int = 32, # longest completion at test time
-                              n_boot: int = 1000, # bootstrap resamples of the CIs
-                              extra: dict | None = None, # more fields for every record (k, preset, sizes ...)
-                              **kw, # the default internalize() arguments: remove_per_stage, steps_per_stage, smoothing_lambda, reset_optimizer, gradual, final_steps
-                             ) -> tuple[list[dict], list[dict]]:
-    "Stage 3 once per variant, each from a copy of `cot_model`: (records, curve rows with variant, removed, accuracy)."
-    import copy
-    from cotdistill.evaluate import make_eval_fn
-    eval_fn = make_eval_fn(tokenizer, task, eval_rows, max_new_tokens=max_new_tokens) if eval_rows else None
-    records, curve = [], []
-    for name, change in variants.items():
-        m = copy.deepcopy(cot_model)
-        args = {**kw, **change}
-        hist = internalize(m, tokenizer, task, rows, cfg, eval_fn=eval_fn, **args)
-        secs, steps = sum(h["seconds"] for h in hist), sum(h["steps"] for h in hist)
-        rec, _ = method_record(m, tokenizer, task, test_rows, name, secs, cfg.seed, rationale=False, max_new_tokens=max_new_tokens,
-                               n_boot=n_boot, extra={**(extra or {}), "steps": steps, "seconds": round(secs, 1),
-                                                     "stage3": {a: args.get(a) for a in ("remove_per_stage", "steps_per_stage", "smoothing_lambda",
-                                                                                         "reset_optimizer", "gradual", "final_steps")}})
-        records.append(rec)
-        if eval_fn: curve += [dict(variant=name, stage=h["stage"], removed=h["removed"], steps=h["steps"], accuracy=h.get("accuracy"),
-                                  rationale_tokens=h.get("mean_rationale_tokens")) for h in hist]
-    return records, curve
-
-# %% ../nbs/09_progressive.ipynb #0cf4663f
-def mult_baselines(d: dict, # what `mult_data` returns
-                   preset: str, # MODEL_PRESETS name of both students
-                   cot_steps: int, # explicit-CoT training steps
-                   answer_steps: int, # answer-only training steps (the budget of the method it is the floor of)
-                   cfg: TrainConfig, # the loop's settings (batch_size, lr, warmup_steps, seed)
-                   arch: str = "llama", # model family
-                   n_boot: int = 1000, # bootstrap resamples
-                   extra: dict | None = None, # more fields for both records
-                   log: Callable | None = print, # progress lines (None: quiet)
-                  ) -> dict:
-    "The two references of a k x k multiplication grid, trained from scratch: explicit CoT (the start of the methods) and answer-only (the floor)."
-    from cotdistill.models import count_params, make_model
-    log = log or (lambda *a: None)
-    task, tok, rows, test, k = d["task"], d["tokenizer"], d["train"], d["test"], d["task"].cfg.k
-    n_rat = max(internalization_data(tok, task, rows[:2000])["n_rationale"])
-    extra = {"k": k, "preset": preset, "test_source": d["test_source"], "n_test": len(test), **(extra or {})}
-    cot = make_model(preset, tok, arch=arch, seed=cfg.seed)
-    log(f"k={k} {preset} ({count_params(cot):,} parameters): explicit CoT, {cot_steps} steps; {len(rows)} train, {len(test)} test ({d['test_source']})")
-    r = train(cot, task.columns(rows), cfg=dataclasses.replace(cfg, max_steps=cot_steps), tokenizer=tok, save_model=False)
-    rec_c, per_c = method_record(cot, tok, task, test, "mult_cot_sft", r["seconds"], cfg.seed, max_new_tokens=n_rat + 2 * k + 8, n_boot=n_boot,
-                                 extra={**extra, "steps": r["steps"], "seconds": round(r["seconds"], 1)})
-    log(f"  mult_cot_sft {rec_c['accuracy']:.3f} in {r['seconds']:.0f} s")
-    ans = make_model(preset, tok, arch=arch, seed=cfg.seed)
-    ra = train(ans, task.columns(rows, rationale=False), cfg=dataclasses.replace(cfg, max_steps=answer_steps), tokenizer=tok, save_model=False)
-    rec_a, per_a = method_record(ans, tok, task, test, "mult_answer_only", ra["seconds"], cfg.seed, rationale=False, max_new_tokens=2 * k + 4,
-                                 n_boot=n_boot, extra={**extra, "steps": ra["steps"], "seconds": round(ra["seconds"], 1)})
-    log(f"  mult_answer_only {rec_a['accuracy']:.3f} in {ra['seconds']:.0f} s")
-    return dict(records=[rec_c, rec_a], per_problem={"mult_cot_sft": per_c, "mult_answer_only": per_a}, cot_model=cot, cot_run=r,
-                n_rationale=n_rat)
-
-# %% ../nbs/09_progressive.ipynb #b8840b68
-def mult_triple(k: int = 3, # digits of each operand
-                preset: str = "small", # MODEL_PRESETS name of all three students
-                cot_steps: int = 1500, # explicit-CoT training steps
-                answer_steps: int | None = None, # answer-only steps (None: cot_steps + stage 3's steps, the internalized model's total)
-                remove_per_stage: int = 4, # Δ of stage 3
-                steps_per_stage: int = 150, # stage 3 steps per Δ tokens
-                final_steps: int = 300, # stage 3 steps once no rationale token is left
-                smoothing_lambda: float | None = 4.0, # λ of removal smoothing
-                reset_optimizer: bool = True, # fresh optimizer at each removal
-                gradual: bool = True, # one token at a time within a stage
-                n_train: int = 40000, # generated training problems
-                n_validation: int = 200, # generated validation problems (stage 3's curve)
-                n_test: int = 500, # generated test problems (unused with the icot file)
-                icot_dir: str | Path | None = None, # folder with {k}x{k}_valid.txt
-                batch_size: int = 64, # examples per step
-                lr: float = 3e-3, # peak learning rate (explicit CoT, answer-only)
-                stage3_lr: float = 3e-4, # stage 3's learning rate
-                warmup_steps: int = 100, # warm-up of the two first runs (stage 3: 5 per reset)
-                arch: str = "llama", # model family
-                seed: int = 0, # problems, initialisation, data order
-                n_boot: int = 1000, # bootstrap resamples
-                ablations: dict[str, dict] | None = None, # also run these stage-3 variants from the same CoT model (e.g. ABLATIONS)
-                log: Callable | None = print, # progress lines (None: quiet)
-               ) -> dict:
-    "Explicit CoT, answer-only and internalized students on k x k multiplication: {'records', 'curve', 'sizes', 'test_source', 'cot_model', 'data'}."
-    from cotdistill.evaluate import make_eval_fn
-    log = log or (lambda *a: None)
-    d = mult_data(k, n_train, n_validation, n_test, icot_dir, seed)
-    task, tok, rows = d["task"], d["tokenizer"], d["train"]
-    n_rat = max(internalization_data(tok, task, rows[:2000])["n_rationale"])
-    S = len(removal_schedule(n_rat, remove_per_stage))
-    s3_steps = S * steps_per_stage + final_steps
-    answer_steps = answer_steps or cot_steps + s3_steps
-    sizes = dict(k=k, preset=preset, arch=arch, cot_steps=cot_steps, answer_steps=answer_steps, stage3_steps=s3_steps, remove_per_stage=remove_per_stage,
-                 steps_per_stage=steps_per_stage, final_steps=final_steps, smoothing_lambda=smoothing_lambda, reset_optimizer=reset_optimizer,
-                 gradual=gradual, n_train=n_train, n_validation=n_validation, n_test=len(d["test"]), batch_size=batch_size, lr=lr,
-                 stage3_lr=stage3_lr, warmup_steps=warmup_steps, seed=seed, max_rationale_tokens=n_rat)
-    extra = dict(k=k, preset=preset, test_source=d["test_source"], n_test=len(d["test"]), sizes=sizes)
-    mnt_cot = n_rat + 2 * k + 8                                         # room for the rationale and the 2k answer digits
-    cfg = TrainConfig(batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, log_every=50, ckpt_every=0, progress=False, seed=seed)
-    base = mult_baselines(d, preset, cot_steps, answer_steps, cfg, arch, n_boot, extra, log)
-    cot, r, recs, curve = base["cot_model"], base["cot_run"], list(base["records"]), []
-    ev = make_eval_fn(tok, task, d["validation"], max_new_tokens=mnt_cot)
-    curve.append(dict(variant="default", stage=0, removed=0, steps=0, **{("rationale_tokens" if a == "mean_rationale_tokens" else a): v
-                                                                          for a, v in ev(cot).items() if a in ("accuracy", "mean_rationale_tokens")}))
-    s3 = dict(remove_per_stage=remove_per_stage, steps_per_stage=steps_per_stage, smoothing_lambda=smoothing_lambda,
-              reset_optimizer=reset_optimizer, gradual=gradual, final_steps=final_steps)
-    s3cfg = dataclasses.replace(cfg, lr=stage3_lr, warmup_steps=5)
-    variants = {"mult_internalized": {}, **(ablations or {})}
-    for name, change in variants.items():
-        log(f"  stage 3 '{name}' {change or ''}: {S} stages x {steps_per_stage} + {final_steps} steps")
-        rr, cc = internalization_ablations(cot, tok, task, rows, d["test"], s3cfg, {name: change}, d["validation"], mnt_cot, n_boot,
-                                           {**extra, "cot_steps": cot_steps}, **s3)
-        rr[0]["method"] = name if name.startswith("mult_") else f"mult_internalized_{name}"
-        for c in cc: c["variant"] = "default" if name == "mult_internalized" else name
-        rr[0]["steps"] += cot_steps; rr[0]["seconds"] = round(rr[0]["seconds"] + r["seconds"], 1)   # the whole path: CoT + stage 3
-        recs += rr; curve += cc; log(f"  {rr[0]['method']} {rr[0]['accuracy']:.3f} ({rr[0]['rationale_tokens']} rationale tokens)")
-    return dict(records=recs, curve=curve, sizes=sizes, test_source=d["test_source"], cot_model=cot, data=d)
-
-def plot_removal_curves(curve, # rows with variant, removed, accuracy (mult_triple()['curve'] or a DataFrame)
-                        explicit: float | None = None, # explicit-CoT test accuracy (a dotted line)
-                        answer_only: float | None = None, # answer-only test accuracy (a dashed line)
-                        ax=None, title: str | None = None):
-    "Validation accuracy against rationale tokens removed, one line per stage-3 variant."
-    import matplotlib.pyplot as plt
-    import pandas as pd
-    c = pd.DataFrame(curve)
-    if ax is None: _, ax = plt.subplots(figsize=(6, 3.6))
-    base = c[c["stage"] == 0]
-    for i, (v, g) in enumerate(c[c["stage"] > 0].groupby("variant", sort=False)):
-        g = pd.concat([base.assign(variant=v), g])
-        ax.plot(g["removed"], g["accuracy"], "o-", color=f"C{i}", label=f"stage 3: {v}")
-    if explicit is not None: ax.axhline(explicit, ls=":", c="k", lw=1, label="explicit CoT (test)")
-    if answer_only is not None: ax.axhline(answer_only, ls="--", c="grey", lw=1, label="answer-only (test)")
-    ax.set(xlabel="rationale tokens removed (last point: all, then final steps)", ylabel="validation accuracy", ylim=(-0.02, 1.02))
-    ax.legend(fontsize=8)
-    if title: ax.set_title(title)
-    return ax

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from .core import PROFILE_NAMES, atomic_write, atomic_write_json, check_profile, read_jsonl
+from .records import pair_records, portable_path
 
 # %% auto #0
-__all__ = ['REPORT_PROFILES', 'STAGES', 'STAGE_NAMES', 'Stage', 'find_nbs_dir', 'plan_stages', 'notebook_parameters',
-           'check_parameters', 'environment', 'StageFailed', 'run_notebook', 'to_html', 'expand_grid', 'reproduce',
-           'collect_metrics', 'write_summary', 'main']
+__all__ = ['REPORT_PROFILES', 'STAGES', 'STAGE_NAMES', 'METHOD_COLUMNS', 'Stage', 'find_nbs_dir', 'plan_stages',
+           'notebook_parameters', 'check_parameters', 'environment', 'StageFailed', 'run_notebook', 'to_html',
+           'expand_grid', 'reproduce', 'collect_metrics', 'write_summary', 'main']
 
 # %% ../nbs/12_reproduce.ipynb #9e0fd42d
 @dataclass(frozen=True)
@@ -149,8 +150,8 @@ def run_notebook(nb_path: Path, # the stage notebook
                             kernel_name="python3", progress_bar=progress, log_output=False)
     except pm.PapermillExecutionError as e:
         raise StageFailed(f"{nb_path.name}: cell {e.exec_count} raised {e.ename}: {e.evalue}") from None
-    rec = {"notebook": nb_path.name, "seconds": round(time.time() - t0, 1), "executed": str(out)}
-    if html: rec["html"] = str(to_html(out))
+    rec = {"notebook": nb_path.name, "seconds": round(time.time() - t0, 1), "executed": portable_path(out, out_dir.parent)}
+    if html: rec["html"] = portable_path(to_html(out), out_dir.parent)
     return rec
 
 def to_html(nb: Path) -> Path:
@@ -219,9 +220,10 @@ def reproduce(profile: str = "quick", # smoke | course | quick | paper | full
         return run
     for s, sub, params in (bar := tqdm(jobs, desc="notebooks", unit="nb")):
         bar.set_postfix_str(s.notebook)
-        try: records.append({"stage": s.name, **run_notebook(nbs_dir / s.notebook, sub / "notebooks", params, html=html), "parameters": params})
+        shown = {**params, **({"report_dir": portable_path(params["report_dir"], report)} if "report_dir" in params else {})}   # run.json: portable
+        try: records.append({"stage": s.name, **run_notebook(nbs_dir / s.notebook, sub / "notebooks", params, html=html), "parameters": shown})
         except StageFailed as e:
-            failures.append(str(e)); records.append({"stage": s.name, "notebook": s.notebook, "failed": str(e), "parameters": params})
+            failures.append(str(e)); records.append({"stage": s.name, "notebook": s.notebook, "failed": str(e), "parameters": shown})
             print(f"FAILED: {e}", file=sys.stderr)
             if not keep_going: break
         finally: record(False)
@@ -234,12 +236,12 @@ def _check_writable(d: Path):
 
 # %% ../nbs/12_reproduce.ipynb #d86482ee
 def collect_metrics(report: Path) -> list[dict]:
-    "The per-method records the stages wrote (`metrics.jsonl`), last record per (method, seed) wins."
+    "The records the stages wrote (`metrics.jsonl`), the last per (method, track, seed, output) winning, with their paired tests."
     p = report / "metrics.jsonl"
     if not p.exists(): return []
     last = {}
-    for r in read_jsonl(p, required=["method"]): last[(r["method"], r.get("seed"))] = r
-    return list(last.values())
+    for r in read_jsonl(p, required=["method"]): last[(r["method"], r.get("track"), r.get("seed"), r.get("output"))] = r
+    return pair_records(list(last.values()), report)
 
 def write_summary(report: Path, run: dict) -> Path:
     "Write `metrics.json` and `summary.md` for one profile's report directory."
@@ -252,8 +254,10 @@ def write_summary(report: Path, run: dict) -> Path:
              f"transformers {env['packages']['transformers']}. Total {run['total_seconds']:.0f} s.", ""]
     if metrics:
         lines += ["## Methods", "", _methods_table(report, metrics), "",
-                  "`% teacher`: accuracy / the teacher's on the same problems. `p vs cot_sft`: McNemar's exact test on the same "
-                  "problems (records/<method>.jsonl). `length_ratio`: student / teacher rationale tokens.", ""]
+                  "`% teacher`: accuracy / the teacher's on the same problems. `steps`: this record's own optimizer steps. "
+                  "`p_vs_control`, `p_vs_start`, `p_vs_floor`: McNemar's exact test on the same problems (records/<method>.jsonl) "
+                  "against the track's control, the checkpoint it started from and the answer-only floor. "
+                  "`length_ratio`: student / teacher rationale tokens.", ""]
         from cotdistill.metrics import markdown_table, targets_table
         lines += ["## Targets", "", markdown_table(targets_table([m for m in metrics if m["method"] != "teacher"])), ""]
     else:
@@ -268,23 +272,16 @@ def write_summary(report: Path, run: dict) -> Path:
         lines += ["", f"Rerun after the run: {r['notebook']} ({r['seconds']} s): {r['why']}."]
     return atomic_write(report / "summary.md", "\n".join(lines) + "\n")
 
+METHOD_COLUMNS = ("method", "track", "seed", "steps", "n_params", "accuracy", "accuracy_ci", "% teacher", "rationale_tokens", "length_ratio",
+                  "validity", "similarity", "problems_per_s", "train_seconds", "control", "p_vs_control", "start", "p_vs_start", "p_vs_floor")
+
 def _methods_table(report: Path, metrics: list[dict]) -> str:
-    "The comparison table: accuracy with interval, % of teacher, lengths, validity, speed, and the paired test vs cot_sft."
-    from cotdistill.metrics import compare
-    def recs(m):
-        p = report / "records" / f"{m}.jsonl"
-        return read_jsonl(p) if p.exists() else None
-    base = recs("cot_sft")
-    cols = ["method", "seed", "n_params", "accuracy", "accuracy_ci", "% teacher", "rationale_tokens", "length_ratio", "validity",
-            "similarity", "problems_per_s", "train_seconds", "p vs cot_sft"]
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    "The comparison table: accuracy with interval, % of teacher, lengths, validity, speed, steps and the records' paired tests."
+    out = ["| " + " | ".join(METHOD_COLUMNS) + " |", "|" + "---|" * len(METHOD_COLUMNS)]
     for m in metrics:
         t = m.get("teacher_accuracy")
         row = {**m, "% teacher": 100 * m["accuracy"] / t if t and m.get("accuracy") is not None and m["method"] != "teacher" else None}
-        r = recs(m["method"]) if base is not None and m["method"] not in ("cot_sft", "teacher") else None
-        if r is not None and [x.get("id") for x in r] == [x.get("id") for x in base]:
-            row["p vs cot_sft"] = compare(r, base, names=(m["method"], "cot_sft"), n_boot=200)["p_mcnemar"]
-        out.append("| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+        out.append("| " + " | ".join(_fmt(row.get(c)) for c in METHOD_COLUMNS) + " |")
     return "\n".join(out)
 
 def _fmt(v) -> str:

@@ -19,7 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from .core import JsonlWriter, read_jsonl
-from .models import check_student_teacher_sizes
+from .evaluate import generate_batched, make_eval_fn
+from .metrics import evaluate
+from .models import build_tokenizer, check_student_teacher_sizes, make_model
+from .records import save_method_outputs
 from .losses import (IGNORE_INDEX, TASK_PREFIXES, answer_mask_from_marker, cot_distillation_loss,
                                generalized_jsd_loss, on_policy_batch, step_by_step_loss, token_cross_entropy)
 from .train import TrainConfig, encode_sft, lm_objective, pad_collate, train
@@ -27,9 +30,8 @@ from .train import TrainConfig, encode_sft, lm_objective, pad_collate, train
 # %% auto #0
 __all__ = ['METHODS', 'TRL_MODES', 'check_method', 'sft_tokenizer', 'task_prefixes', 'method_data', 'cross_entropy_objective',
            'check_shared_vocab', 'teacher_logits', 'ConsistencyObjective', 'StepByStepObjective', 'PrefixedTask',
-           'sample_completions', 'encode_samples', 'GKDObjective', 'make_objective', 'run_method',
-           'save_method_outputs', 'offline_teacher_task', 'load_method_outputs', 'run_methods', 'plot_methods',
-           'bench_sft_vs_trl']
+           'sample_completions', 'encode_samples', 'GKDObjective', 'make_objective', 'run_method', 'run_methods',
+           'plot_methods', 'bench_sft_vs_trl']
 
 # %% ../nbs/07_sft.ipynb #aa79a1e2
 METHODS: dict[str, dict] = {  # name -> what it needs; the names are those of DESIGN.md's metrics.json
@@ -305,12 +307,11 @@ def run_method(method: str, # a name in METHODS
                similarity: str | None = "lexical", # rationale similarity to the teacher: 'auto' | 'embedding' | 'lexical' | None
                n_boot: int = 1000, # bootstrap resamples of the accuracy interval
                teacher_tokenizer=None, # the teacher's tokenizer, to check it equals the student's
-               extra: dict | None = None, # more fields for the record (e.g. profile)
+               extra: dict | None = None, # more fields for the record (e.g. profile, track)
+               save_model: bool = False, # with report_dir: also save the trained student (students/<method>/)
                **objective_kw, # make_objective options: alpha, w_consistency, lmbda, beta, gkd_temperature, gkd_max_new_tokens
               ) -> dict:
     "Train `student` with `method` through the one loop, evaluate it, and return (and log) its metrics record."
-    from cotdistill.evaluate import make_eval_fn
-    from cotdistill.metrics import evaluate
     cfg = cfg or TrainConfig()
     _check_run(method, student, tokenizer, cfg, teacher_model, teacher_tokenizer)
     out_dir = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix=f"cotdistill-{method}-"))
@@ -330,61 +331,13 @@ def run_method(method: str, # a name in METHODS
     rec = ev.metrics_record()
     if not METHODS[method]["rationale"]:   # DESIGN.md: null where a method has no rationale (whatever an untrained model babbles)
         rec.update(length_ratio=None, validity=None, similarity=None, similarity_kind=None)
-    rec = {**rec, "train_steps": res["steps"], "train_tokens_per_s": res["tokens_per_s"],
+    rec = {**rec, "track": "scratch", "steps": res["steps"], "total_steps": res["steps"], "train_tokens_per_s": res["tokens_per_s"],
            "n_train": len(train_data), "stopped": res["stopped"], "log_path": res["metrics_path"],
            "records_path": str(out_dir / "eval_records.jsonl"), **(extra or {})}
     if isinstance(objective, GKDObjective): rec["on_policy_batches"] = objective.n_on_policy
-    if report_dir is not None:
-        Path(report_dir).mkdir(parents=True, exist_ok=True)
-        with JsonlWriter(Path(report_dir) / "metrics.jsonl") as w: w.write(rec)
+    if report_dir is not None:   # the record (paths made portable), its per-problem outputs, its log and, if asked, the student
+        save_method_outputs(report_dir, method, ev.records, student if save_model else None, tokenizer, record=rec, log=res["metrics_path"])
     return rec
-
-# %% ../nbs/07_sft.ipynb #b5104d4c
-def save_method_outputs(report_dir: str | Path, # the run's report folder (reports/<profile>)
-                        method: str, # the method's name (or 'teacher')
-                        records: Sequence[dict], # the per-problem evaluation records
-                        model=None, # the trained student (saved with save_pretrained), or None
-                        tokenizer=None, # its tokenizer (saved beside it)
-                        record: dict | None = None, # a metrics.json record to append to metrics.jsonl, or None
-                       ) -> Path:
-    "Write `records/<method>.jsonl` (and `students/<method>/`, and a metrics record) under `report_dir`; return the records path."
-    from cotdistill.core import atomic_path
-    report_dir = Path(report_dir); (report_dir / "records").mkdir(parents=True, exist_ok=True)
-    out = report_dir / "records" / f"{method}.jsonl"
-    with atomic_path(out) as tmp, JsonlWriter(tmp, fsync=False) as w: w.write_many(records)
-    if model is not None:
-        d = report_dir / "students" / method; d.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(d)
-        if tokenizer is not None: tokenizer.save_pretrained(d)
-    if record is not None:
-        with JsonlWriter(report_dir / "metrics.jsonl") as w: w.write(record)
-    return out
-
-def offline_teacher_task(digit_order: str = "lsd", # the stand-in task's digit order (when the offline teacher is absent)
-                        ):
-    "The task the reproduction's students learn: the offline teacher's when it is here, else the stand-in's arith task."
-    try:
-        from cotdistill.offline_teacher import load_offline_teacher
-        return load_offline_teacher(progress=False).task
-    except (ImportError, FileNotFoundError, OSError):
-        from cotdistill.tasks import get_task
-        return get_task("arith", digit_order=digit_order)
-
-def load_method_outputs(report_dir: str | Path, # the run's report folder
-                        method: str, # the method whose outputs to read
-                        model: bool = True, # also load the student (None when it was not saved)
-                       ) -> dict | None:
-    "What `save_method_outputs` left for `method`: records, the test rows they answer, and the student and tokenizer; None if absent."
-    rec_path = Path(report_dir) / "records" / f"{method}.jsonl"
-    if not rec_path.exists(): return None
-    records = read_jsonl(rec_path)
-    rows = [dict(id=r.get("id"), question=r["question"], answer=r["gold"], n_steps=r.get("n_steps")) for r in records]
-    out = dict(records=records, rows=rows, model=None, tokenizer=None)
-    d = Path(report_dir) / "students" / method
-    if model and (d / "config.json").exists():
-        from cotdistill.models import load_model, load_tokenizer
-        out.update(model=load_model(d), tokenizer=load_tokenizer(d))
-    return out
 
 # %% ../nbs/07_sft.ipynb #f5f6d54f
 def _method_worker(job: dict) -> dict:
@@ -392,13 +345,8 @@ def _method_worker(job: dict) -> dict:
     job = dict(job)
     threads = job.pop("threads")
     if threads: torch.set_num_threads(threads)
-    from cotdistill.models import make_model
-    tok = job["tokenizer"]
-    student = make_model(job.pop("preset"), tok, arch=job.pop("arch"), seed=job.pop("model_seed"))
-    rec = run_method(student=student, **job)
-    if job.get("report_dir") is not None:
-        save_method_outputs(job["report_dir"], job["method"], read_jsonl(rec["records_path"]), model=student, tokenizer=tok)
-    return rec
+    student = make_model(job.pop("preset"), job["tokenizer"], arch=job.pop("arch"), seed=job.pop("model_seed"))
+    return run_method(student=student, save_model=True, **job)
 
 def run_methods(methods: Sequence[str], # names in METHODS
                 data: dict, # method -> its training rows

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-from cotdistill.core import ArtifactCache, JsonlWriter, read_jsonl, atomic_write_json, profile_section, PROFILES, PROFILE_NAMES
+from cotdistill.core import (ArtifactCache, JsonlWriter, read_jsonl, atomic_write_json, profile_section, profiles_table, PROFILES,
+                             PROFILE_NAMES, STAGE_CONFIGS)
 
 PY = sys.executable
 
@@ -102,8 +103,48 @@ def test_unwritable_cache_dir_clear_error(tmp_path):
 
 
 def test_profiles_complete():
-    "Every profile has every section some profile has, so a stage runs under every profile."
-    sections = {s for p in PROFILES.values() for s in p}
+    "Every profile builds every stage's typed config: a stage runs under every profile, and no profile holds an unknown key."
     for name in PROFILE_NAMES:
-        for s in sections: assert isinstance(profile_section(name, s), dict)
+        for s in STAGE_CONFIGS: assert isinstance(profile_section(name, s), STAGE_CONFIGS[s])
     with pytest.raises(ValueError, match="allowed"): profile_section("fast", "core")
+
+
+def test_a_profile_is_its_differences_from_the_course_defaults():
+    "The course profile is the configs' defaults; every other profile only lists values that differ from them."
+    assert PROFILES["course"] == {}
+    for name, sections in PROFILES.items():
+        for s, diff in sections.items():
+            default = STAGE_CONFIGS[s]()
+            same = [k for k, v in diff.items() if default[k] == v]
+            assert not same, f"profile {name!r}, section {s!r} restates default(s) {same}"
+
+
+@pytest.mark.parametrize("section,bad,allowed", [("sft", "max_step", "allowed: ['max_steps', 'method_steps'"),
+                                                  ("progressive", "stage1_stpes", "allowed: ['mask_ratio', 'mask_level'")])
+def test_mistyped_override_fails_naming_the_allowed_keys(section, bad, allowed):
+    with pytest.raises(KeyError) as e: profile_section("quick", section, **{bad: 3})
+    assert f"['{bad}']" in str(e.value) and allowed in str(e.value)
+
+
+def test_mistyped_key_in_a_profile_fails_before_any_work(monkeypatch):
+    monkeypatch.setitem(PROFILES, "quick", {**PROFILES["quick"], "sft": {**PROFILES["quick"]["sft"], "lr_peak": 1e-3}})
+    with pytest.raises(KeyError, match=r"profile 'quick', section 'sft' has no parameter\(s\) \['lr_peak'\]; allowed: \['max_steps'"):
+        profile_section("quick", "sft")
+
+
+def test_budgets_are_steps_outside_the_course_profile():
+    "Quick and paper never obey a wall clock: no time budget, no time-based schedule, in any section."
+    for name in ("smoke", "quick", "paper", "full"):
+        for s in STAGE_CONFIGS:
+            cfg = profile_section(name, s)
+            for k in ("time_budget_s", "compare_budget_s", "teacher_budget_s"):
+                if k in cfg.keys(): assert cfg[k] is None, (name, s, k)
+            if "schedule" in cfg.keys(): assert cfg["schedule"] == "steps", (name, s)
+
+
+def test_config_reads_like_a_mapping_and_rejects_unknown_names():
+    c = profile_section("quick", "sft")
+    assert c["lr"] == c.lr and dict(**c)["batch_size"] == 64 and c.replace(lr=1e-4).lr == 1e-4
+    with pytest.raises(KeyError, match="no field 'lrr'; allowed"): c["lrr"]
+    with pytest.raises(TypeError, match="allowed"): c.replace(lrr=1)
+    assert "| `method_steps` |" in profiles_table("sft") and "**2766**" in profiles_table("sft")

@@ -1,7 +1,6 @@
 """Progressive distillation (09_progressive): removal smoothing, the removal schedule, the optimizer reset,
 stage 1's masked & shuffled inputs, stage 2's GRPO steps, and clear errors on bad masking settings. Tiny models, seconds."""
 import math
-from pathlib import Path
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -196,67 +195,3 @@ def test_facade_runs_all_stages(setup):
                                      prompts_per_step=2, num_generations=2, max_completion_length=8, remove_per_stage=40, steps_per_stage=1)
     h = pcd.progressive_train(rows, internalize=True)
     assert h["stage1"]["steps"] == 2 and h["stage2"]["steps"] == 1 and len(h["stage3"]) >= 1
-
-
-# --- the paper grid: multiplication in the Implicit-CoT format -------------------------------------------------------
-from cotdistill.progressive import ABLATIONS, internalization_ablations, mult_data, mult_triple
-from cotdistill.tasks import default_data_dir, load_icot_file, parse_mult_line
-
-ICOT = (default_data_dir() or Path("/nonexistent")) / "icot_mult"
-GRID_FIELDS = {"method", "accuracy", "accuracy_ci", "rationale_tokens", "problems_per_s", "steps", "seconds", "k", "preset", "sizes",
-               "test_source", "n_params"}
-
-
-def test_mult_triple_records_and_curve():
-    out = mult_triple(k=2, preset="tiny", cot_steps=6, remove_per_stage=3, steps_per_stage=2, final_steps=2, n_train=200, n_validation=8,
-                      n_test=12, batch_size=8, n_boot=20, ablations=ABLATIONS, log=None)
-    recs = {r["method"]: r for r in out["records"]}
-    assert set(recs) == {"mult_cot_sft", "mult_answer_only", "mult_internalized", "mult_internalized_no_smoothing", "mult_internalized_no_reset"}
-    s = out["sizes"]
-    S = math.ceil(s["max_rationale_tokens"] / 3)                      # stages until every rationale token is gone
-    assert s["stage3_steps"] == S * 2 + 2 and s["answer_steps"] == 6 + s["stage3_steps"] and s["k"] == 2
-    for r in recs.values():
-        assert GRID_FIELDS <= set(r), GRID_FIELDS - set(r)
-        assert 0 <= r["accuracy"] <= 1 and r["accuracy_ci"][0] <= r["accuracy"] <= r["accuracy_ci"][1]
-        assert r["k"] == 2 and r["preset"] == "tiny" and r["test_source"] == "generated" and r["n_test"] == 12
-    assert recs["mult_cot_sft"]["steps"] == 6 and recs["mult_answer_only"]["steps"] == s["answer_steps"]
-    for m in ("mult_internalized", "mult_internalized_no_smoothing", "mult_internalized_no_reset"):
-        assert recs[m]["steps"] == 6 + s["stage3_steps"], (m, recs[m]["steps"])    # the whole path: CoT, then stage 3
-        assert recs[m]["validity"] is None                                          # no rationale fields
-    assert recs["mult_internalized_no_smoothing"]["stage3"]["smoothing_lambda"] is None
-    assert recs["mult_internalized_no_reset"]["stage3"]["reset_optimizer"] is False
-    assert recs["mult_internalized"]["stage3"]["smoothing_lambda"] == 4.0 and recs["mult_internalized"]["stage3"]["reset_optimizer"] is True
-    curve = out["curve"]
-    assert [c["removed"] for c in curve if c["variant"] == "default"] == [3 * s_ for s_ in range(S + 1)]   # stage 0 = the CoT model
-    for v in ("no_smoothing", "no_reset"):
-        pts = [c for c in curve if c["variant"] == v]
-        assert len(pts) == S and pts[-1]["removed"] >= s["max_rationale_tokens"] and all(c["accuracy"] is not None for c in pts)
-
-
-def test_ablations_leave_the_cot_model_alone():
-    d = mult_data(2, 64, 4, 4)
-    m = make_model("tiny", d["tokenizer"], seed=0)
-    before = [p.detach().clone() for p in m.parameters()]
-    recs, curve = internalization_ablations(m, d["tokenizer"], d["task"], d["train"], d["test"], _cfg(), {"a": {}, "b": dict(smoothing_lambda=None)},
-                                            remove_per_stage=8, steps_per_stage=1, n_boot=10)
-    assert [r["method"] for r in recs] == ["a", "b"] and curve == []    # no eval_rows: no curve
-    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))
-
-
-@pytest.mark.skipif(not (ICOT / "4x4_valid.txt").exists(), reason="shared icot_mult data not found")
-def test_icot_file_is_the_test_split_and_kit_lines_match_its_format():
-    d = mult_data(4, 300, 10, 5, icot_dir=ICOT)
-    icot = load_icot_file(ICOT / "4x4_valid.txt")
-    assert d["test_source"].endswith("4x4_valid.txt") and len(d["test"]) == len(icot) == 1000   # n_test is ignored
-    assert [r["question"] for r in d["test"]] == [r["question"] for r in icot]
-    assert [r["answer"] for r in d["test"]] == [r["answer"] for r in icot]
-    assert not {r["question"] for r in d["train"]} & {r["question"] for r in icot}               # disjoint from training
-    task = d["task"]
-    for r in icot[:200]:   # the kit's training text of a published problem is the published line
-        assert (task.format_prompt(r["question"]) + task.format_completion(r["rationale"], r["answer"])).replace("|| ", "||") == r["line"]
-    for r in d["train"]:   # and its own generated 4x4 problems are lines of the same format
-        line = (task.format_prompt(r["question"]) + task.format_completion(r["rationale"], r["answer"])).replace("|| ", "||")
-        p = parse_mult_line(line)
-        assert p["k"] == 4 and int(p["answer"]) == p["a"] * p["b"] and len(line.split(" #### ")[1].split()) == 8
-        assert task.check_rationale(p["rationale"], p["question"])["valid"]
-    assert mult_data(4, 10, 2, 3, icot_dir=Path("/nonexistent"))["test_source"] == "generated"

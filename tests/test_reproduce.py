@@ -17,6 +17,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from cotdistill.records import check_report
+
 SUBSET = ["dataset", "sft", "summary", "--lessons", "no"]   # crosses stages: dataset.json -> sft's metrics -> the summary
 # DESIGN.md's metrics.json fields
 FIELDS = {"method", "seed", "n_params", "accuracy", "accuracy_ci", "teacher_accuracy", "rationale_tokens", "length_ratio",
@@ -65,8 +67,9 @@ def _check_run(r: dict, methods: set[str]):
     sft = nbformat.read(str(rep / "notebooks" / "07_sft.ipynb"), as_version=4)
     injected = [c for c in sft.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "profile = \"smoke\"" in injected[0].source and str(rep) in injected[0].source
-    metrics = json.loads((rep / "metrics.json").read_text())
+    metrics = check_report(rep / "metrics.json")   # every record the stages wrote follows the one schema
     assert methods <= {m["method"] for m in metrics}, [m["method"] for m in metrics]
+    assert str(rep) not in (rep / "run.json").read_text() and str(rep) not in (rep / "metrics.json").read_text()   # portable paths
     for m in metrics: assert FIELDS <= set(m), (m["method"], FIELDS - set(m))
     for m in metrics: assert 0 <= m["accuracy"] <= 1 and m["accuracy_ci"][0] <= m["accuracy"] <= m["accuracy_ci"][1]
     ds = json.loads((rep / "dataset.json").read_text())

@@ -216,7 +216,7 @@ def test_run_method_record(env, tmp_path):
                          report_dir=tmp_path / "report", max_new_tokens=12, n_eval_during=2, n_boot=50,
                          teacher_records=teacher_records, extra={"profile": "test"})
         assert set(METRIC_FIELDS) <= set(rec) and rec["method"] == m and rec["profile"] == "test"
-        assert rec["teacher_accuracy"] == 1.0 and rec["train_steps"] == 2 and rec["n_params"] > 0
+        assert rec["teacher_accuracy"] == 1.0 and rec["steps"] == 2 and rec["n_params"] > 0
         assert len(rec["accuracy_ci"]) == 2
         evals = [r for r in map(json.loads, open(rec["log_path"])) if "eval_accuracy" in r]
         assert [r["step"] for r in evals] == [1, 2]
