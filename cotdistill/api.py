@@ -21,7 +21,7 @@ from .progressive import ProgressiveCoTDistillation
 from .sft import METHODS, check_method, run_method
 from .train import TrainConfig, train
 
-_all_ = ["construct_cot_dataset", "cot_distillation_loss", "ProgressiveCoTDistillation"]  # re-exported under the seed document's names
+_all_ = ["construct_cot_dataset", "cot_distillation_loss", "ProgressiveCoTDistillation"]  # re-exported under the blog post's names
 
 # %% auto #0
 __all__ = ['REASONING_KEYS', 'CoTDistillation', 'CODIDistillation', 'StructureAwareDistillation', 'evaluate_reasoning',
@@ -40,7 +40,7 @@ def _split_sizes(sizes: dict) -> tuple[dict, dict]:
 
 # %% ../nbs/12a_api.ipynb #3a1199c8
 class CoTDistillation:
-    "The seed document's pipeline: a teacher writes rationales (`generate_rationales`), a student learns them (`train_student`)."
+    "The blog post's pipeline: a teacher writes rationales (`generate_rationales`), a student learns them (`train_student`)."
     def __init__(self,
                  teacher, # a `Teacher` backend (e.g. `load_offline_teacher()`), or several to pool
                  student, # the student: a Hugging Face causal LM, trained in place
@@ -57,7 +57,7 @@ class CoTDistillation:
 
     def generate_rationales(self,
                             dataset_or_task=None, # a Task, rows with question/answer, or question strings (None: self.task)
-                            temperatures: Sequence[float] = (0.3, 0.5, 0.7), # the seed's sampling temperatures
+                            temperatures: Sequence[float] = (0.3, 0.5, 0.7), # the blog post's sampling temperatures
                             **kw, # more construct_cot_dataset options (selection, n, seed, ...)
                            ):
         "Phase 1: sample the teacher, keep correct, valid, concise rationales: a `datasets.Dataset` (cached)."
@@ -169,7 +169,7 @@ def evaluate_reasoning(student_model, # a causal LM (or a `Teacher` backend)
                        similarity: str | None = "auto", # 'auto' | 'embedding' | 'lexical' | None
                        **kw, # more metrics.evaluate options (n, seed, n_boot, max_new_tokens, method, ...)
                       ) -> dict:
-    "The seed's four per-problem lists, their means (`mean`) and the metrics record (`summary`)."
+    "The blog post's four per-problem lists, their means (`mean`) and the metrics record (`summary`)."
     if task is None: raise ValueError("evaluate_reasoning needs task= (it parses answers and checks steps)")
     if teacher is not None and teacher_records is None:
         teacher_records = evaluate(teacher, task, test_dataset, n=kw.get("n"), seed=kw.get("seed", 0), similarity=None,

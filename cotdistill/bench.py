@@ -53,7 +53,7 @@ def make_record(name: str, # what was measured (contains the benchmark's word: s
                 unit: str, # what the ratio is, in words
                 detail: dict, # A and B, their medians, the repeats, the machine
                ) -> dict:
-    "A benchmarks.json record (DESIGN.md): checks the fields and adds the machine to `detail`."
+    "A benchmarks.json record (`RECORD_KEYS`): checks the fields and adds the machine to `detail`."
     if not isinstance(name, str) or not name: raise ValueError(f"a record needs a name, got {name!r}")
     for k, v in (("ratio", ratio), ("target", target)):
         if v is not None and not isinstance(v, (int, float)) or isinstance(v, bool): raise TypeError(f"{name}: {k} must be a number or None, got {v!r}")

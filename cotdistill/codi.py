@@ -331,7 +331,7 @@ def codi_metrics(model, # a causal LM trained with CODIObjective
                  split: str = "test", # recorded split name
                  **kw, # more evaluate_codi options (batch_size, max_new_tokens)
                 ) -> tuple[list[dict], dict]:
-    "Records and the `metrics.json` record (method 'codi', DESIGN.md's fields) of a CODI model, like `metrics.evaluate`."
+    "Records and the `metrics.json` record (method 'codi', the record schema's fields) of a CODI model, like `metrics.evaluate`."
     from cotdistill.metrics import score_records, summarize
     recs, s = evaluate_codi(model, objective.projection, tokenizer, task, dataset, K=objective.K, n=n, **kw)
     rows = [dataset[i] for i in range(len(recs))]

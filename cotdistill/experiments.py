@@ -41,7 +41,8 @@ __all__ = ['EXPERIMENTS', 'ABLATIONS', 'CODI_ABLATIONS', 'QUICK_COLUMNS', 'EXPER
            'mult_internalization_seed', 'plot_internalization_seeds', 'codi_ablation_grid', 'run_codi_ablations',
            'codi_mult_grid', 'plot_codi_ablations', 'codi_mult_seed', 'codi_ablations_seed',
            'teacher_size_internalization', 'plot_teacher_size', 'main', 'md_table', 'quick_table', 'run_table',
-           'experiment_table', 'benchmarks_table', 'learnability_table', 'fill_generated', 'update_readme']
+           'experiment_table', 'benchmarks_table', 'teacher_table', 'learnability_table', 'fill_generated',
+           'update_readme']
 
 # %% ../nbs/14_experiments.ipynb #b3ca4e2e
 @dataclass(frozen=True)
@@ -636,14 +637,17 @@ def _in_notebook() -> bool:
     try: get_ipython(); return True   # noqa: F821 (defined only inside IPython)
     except NameError: return False
 
-if __name__ == "__main__" and not _in_notebook(): raise SystemExit(main())
+if __name__ == "__main__" and not _in_notebook():   # through the package module, so that specs hash to the same function names
+    from cotdistill.experiments import main as _main
+    raise SystemExit(_main())
 
 # %% ../nbs/14_experiments.ipynb #aa21a333
 def _fmt(v) -> str:
     "A table cell: 3 significant digits, intervals in brackets, a dash for null."
     if v is None: return "—"
     if isinstance(v, bool): return str(v)
-    if isinstance(v, float): return f"{v:.3g}"
+    if isinstance(v, int) and abs(v) >= 10000: return f"{v:,}"
+    if isinstance(v, float): return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
     if isinstance(v, (list, tuple)): return "[" + ", ".join(_fmt(x) for x in v) + "]"
     return str(v)
 
@@ -686,9 +690,10 @@ def experiment_table(name: str, root: Path) -> str:
     p = root / get_experiment(name).out
     if not p.exists(): return f"*Not built: `python -m cotdistill.experiments run {name}`.*"
     res = json.loads(p.read_text())
+    if "experiment" not in res: return f"*`reports/{get_experiment(name).out}` predates the command: `python -m cotdistill.experiments run {name}` rebuilds it.*"
     rows = []
     for run in res["runs"]:
-        s = run.get("seed", (run.get("sizes") or {}).get("seed"))
+        s = run.get("seed", run["sizes"].get("seed") if isinstance(run.get("sizes"), dict) else None)
         if run.get("cot_record"): rows.append({"seed": s, "method": "start: explicit CoT", "variant": "start: explicit CoT", **run["cot_record"]})
         rows += [{"seed": s, **r} for r in run["records"]]
     note = f"`{res['command']}`" + (f"; {res['provenance']}" if res.get("provenance") else "")
@@ -701,6 +706,14 @@ def benchmarks_table(root: Path) -> str:
                  holds=None if r.get("target") is None else ("holds" if r["ratio"] >= r["target"] else "misses")) for r in recs]
     return md_table(rows, ("benchmark", "ratio", "target", "holds"))
 
+def teacher_table(root: Path) -> str:
+    "The committed offline teacher's own record (cotdistill/assets/teacher/teacher.json): size, training, greedy test results."
+    t = json.loads((ASSET_DIR / "teacher.json").read_text())
+    r = t["results"]
+    row = dict(n_params=t["n_params"], steps=r["steps"], train_seconds=r["train_seconds"], tokens_per_s=r["tokens_per_s"],
+               test_accuracy=r["test_accuracy"], n_test=r["n_test"], rationale_tokens=r["test_mean_rationale_tokens"], threads=r["threads"])
+    return md_table([row], tuple(row)) + f"\n\nCommand: `{t['command']}`."
+
 def learnability_table(root: Path) -> str:
     "CoT against answer-only over seeds (reports/learnability/*/summary.json)."
     rows = [json.loads(p.read_text()) for p in sorted((root / "learnability").glob("*/summary.json"))]
@@ -708,6 +721,7 @@ def learnability_table(root: Path) -> str:
 
 # %% ../nbs/14_experiments.ipynb #b41b60f6
 GENERATED = {"quick-methods": quick_table, "quick-run": run_table, "benchmarks": benchmarks_table, "learnability": learnability_table,
+             "teacher": teacher_table,
              **{f"experiment:{n}": (lambda root, n=n: experiment_table(n, root)) for n in EXPERIMENT_COLUMNS}}
 
 def fill_generated(text: str, # a markdown document with <!-- generated:NAME --> ... <!-- /generated --> blocks

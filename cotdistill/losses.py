@@ -210,7 +210,7 @@ def cot_distillation_loss(student_logits: Tensor, # (B, T, V) student logits on 
                           answer_mask: Tensor, # (B, T) bool, True on answer tokens
                           teacher_logits: Tensor | None = None, # (B, T, V') teacher logits on the same tokens, for consistency='kl'
                           w_answer: float = 1.0, # weight of the answer loss
-                          w_consistency: float = 0.1, # weight of the consistency loss (the seed document's 0.1)
+                          w_consistency: float = 0.1, # weight of the consistency loss (the blog post's 0.1)
                           consistency: str | None = None, # 'kl' | 'hidden' | 'none'; None: 'kl' with teacher logits, else 'hidden' with hidden states, else 'none'
                           direction: str = "forward", # KL direction: 'forward' KL(teacher||student) | 'reverse'
                           temperature: float = 1.0, # KL temperature τ (the KL is scaled by τ²)

@@ -345,7 +345,7 @@ def summarize(records: Sequence[dict], # per-example records (after `score_recor
               alpha: float = 0.05, # 1 - coverage of `accuracy_ci`
               seed: int = 0, # seeds the bootstrap
              ) -> dict:
-    "One metrics record (DESIGN.md's metrics.json format, plus detail) computed from per-example records."
+    "One metrics record (the record schema's fields, 02d_records, plus detail) computed from per-example records."
     recs = list(records)
     if not recs: raise ValueError("summarize: no records")
     miss = [i for i, r in enumerate(recs) if "correct" not in r]
@@ -513,7 +513,7 @@ class EvalResult:
         return (f"EvalResult({s.get('method')!r}: accuracy {s['accuracy']:.3f} [{s['accuracy_ci'][0]:.3f}, {s['accuracy_ci'][1]:.3f}], "
                 f"n={s['n']}, {s['n_seeds']} seed(s))")
     def metrics_record(self) -> dict:
-        "Only the DESIGN.md metrics.json fields."
+        "Only the record schema's fields (02d_records), as listed in `METRIC_FIELDS`."
         return {k: self.summary.get(k) for k in METRIC_FIELDS}
 
 def _rows(task, dataset, split: str, n: int | None, seed: int) -> list[dict]:

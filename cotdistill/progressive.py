@@ -345,7 +345,7 @@ def method_record(model, # the trained student
 
 # %% ../nbs/09_progressive.ipynb #22121665
 class ProgressiveCoTDistillation:
-    "The seed document's three-stage curriculum as one object: reconstruct, complete under GRPO, internalize."
+    "The blog post's three-stage curriculum as one object: reconstruct, complete under GRPO, internalize."
     def __init__(self, teacher, # the teacher (kept for reference; its rationales are the dataset's)
                  student, # the student causal LM (trained in place)
                  tokenizer=None, # the student's tokenizer (None: the teacher's `.tokenizer`)

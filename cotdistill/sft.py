@@ -34,7 +34,7 @@ __all__ = ['METHODS', 'TRL_MODES', 'check_method', 'sft_tokenizer', 'task_prefix
            'plot_methods', 'bench_sft_vs_trl']
 
 # %% ../nbs/07_sft.ipynb #aa79a1e2
-METHODS: dict[str, dict] = {  # name -> what it needs; the names are those of DESIGN.md's metrics.json
+METHODS: dict[str, dict] = {  # name -> what it needs; the method names of the record schema (02d_records)
     "answer_only":         dict(selection="concise", teacher=False, rationale=False, doc="question -> answer, no rationale"),
     "cot_sft":             dict(selection="concise", teacher=False, rationale=True, doc="CE on the filtered teacher rationales"),
     "cot_sft_unfiltered":  dict(selection="all", teacher=False, rationale=True, doc="CE on every teacher sample with an answer"),
@@ -329,7 +329,7 @@ def run_method(method: str, # a name in METHODS
                   max_new_tokens=max_new_tokens)
     with JsonlWriter(out_dir / "eval_records.jsonl", fsync=False) as w: w.write_many(ev.records)
     rec = ev.metrics_record()
-    if not METHODS[method]["rationale"]:   # DESIGN.md: null where a method has no rationale (whatever an untrained model babbles)
+    if not METHODS[method]["rationale"]:   # the schema: null where a method has no rationale (whatever an untrained model babbles)
         rec.update(length_ratio=None, validity=None, similarity=None, similarity_kind=None)
     rec = {**rec, "track": "scratch", "steps": res["steps"], "total_steps": res["steps"], "train_tokens_per_s": res["tokens_per_s"],
            "n_train": len(train_data), "stopped": res["stopped"], "log_path": res["metrics_path"],

@@ -1,6 +1,6 @@
 """`cotdistill-reproduce` end to end: papermill runs, reports, failures and determinism.
 
-Three smoke runs start together, once per session, each with its own empty artifact cache: the
+Three smoke runs start together, once per test run, each with its own empty artifact cache: the
 whole smoke profile (every notebook, 4 minutes on 2 cores; the end-to-end test reads it), and twice
 the same subset that crosses stages (`--stages dataset sft summary --lessons no`: the teacher's
 samples and the distillation set, six students trained and evaluated, the summary notebook), which
@@ -20,7 +20,7 @@ import pytest
 from cotdistill.records import check_report
 
 SUBSET = ["dataset", "sft", "summary", "--lessons", "no"]   # crosses stages: dataset.json -> sft's metrics -> the summary
-# DESIGN.md's metrics.json fields
+# the record schema's fields (02d_records)
 FIELDS = {"method", "seed", "n_params", "accuracy", "accuracy_ci", "teacher_accuracy", "rationale_tokens", "length_ratio",
           "validity", "similarity", "similarity_kind", "problems_per_s", "train_seconds"}
 
@@ -35,7 +35,7 @@ def _cmd(out: Path, *args: str) -> list[str]:
 
 
 ALL_METHODS = {"teacher", "answer_only", "cot_sft", "cot_sft_unfiltered", "cot_sft_consistency", "step_by_step", "gkd",
-               "grpo", "progressive", "internalized", "codi"}   # DESIGN.md's names: every method the kit has
+               "grpo", "progressive", "internalized", "codi"}   # the methods' names as the record schema (02d_records) spells them: every method the kit has
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Server faults: the category is covered by `tests/test_teachers_server.py` (a REAL `transformers serve` on 127.0.0.1
 with a fault-injecting proxy in front of it) and `tests/test_teachers.py`; no second server is started here. This module
-maps each fault of issue 13 to the test that injects it, and fails if one of those tests disappears.
+maps each fault the teacher client must survive (the table below) to the test that injects it, and fails if one of those tests disappears.
 
 | fault | test (module::function) | what it asserts |
 |---|---|---|
@@ -45,7 +45,7 @@ def test_fault_tests_exist(fname):
 
 
 def test_proxy_injects_every_fault():
-    "The proxy's fault list still names every fault of the issue."
+    "The proxy's fault list still names every fault in `FAULTS`."
     tree = ast.parse((HERE / "test_teachers_server.py").read_text(encoding="utf-8"))
     faults = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
                   and any(getattr(t, "id", None) == "FAULTS" for t in n.targets))
