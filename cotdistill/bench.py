@@ -175,20 +175,20 @@ def bench_sft(preset: str = "student", # the model preset (the same initial weig
     "Non-pad training tokens/s of the kit's loop vs HF Trainer and vs TRL SFTTrainer (its best mode): two records."
     import datasets
     from cotdistill.models import build_tokenizer, count_params, make_model
-    from cotdistill.sft import _bench_data, _run_kit, _run_trl
+    from cotdistill.sft import bench_data, run_kit_pass, run_trl_pass
     from cotdistill.tasks import get_task
     task = get_task("arith")
-    data = _bench_data(task, n_examples, seed)
+    data = bench_data(task, n_examples, seed)
     tok = build_tokenizer(list(task.vocabulary_texts()) + data["prompt"] + data["completion"])
     model0 = make_model(preset, tok, seed=seed)
     warmup = max(1, n_examples // batch_size // 10)
     fresh = lambda: copy.deepcopy(model0)
-    sides = {"kit": lambda: _run_kit(fresh(), tok, data, batch_size, lr, warmup, seed),
-             "kit_model_forward": lambda: _without_fast_train(lambda: _run_kit(fresh(), tok, data, batch_size, lr, warmup, seed)),
+    sides = {"kit": lambda: run_kit_pass(fresh(), tok, data, batch_size, lr, warmup, seed),
+             "kit_model_forward": lambda: _without_fast_train(lambda: run_kit_pass(fresh(), tok, data, batch_size, lr, warmup, seed)),
              "hf_trainer_flatten": lambda: _run_hf_trainer(fresh(), tok, data, batch_size, lr, warmup, seed, "flatten"),
              "hf_trainer_grouped": lambda: _run_hf_trainer(fresh(), tok, data, batch_size, lr, warmup, seed, "grouped"),
-             "trl_padding_free": lambda: _run_trl(fresh(), tok, data, batch_size, lr, warmup, seed, "padding_free", 512),
-             "trl_packing": lambda: _run_trl(fresh(), tok, data, batch_size, lr, warmup, seed, "packing", 512)}
+             "trl_padding_free": lambda: run_trl_pass(fresh(), tok, data, batch_size, lr, warmup, seed, "padding_free", 512),
+             "trl_packing": lambda: run_trl_pass(fresh(), tok, data, batch_size, lr, warmup, seed, "packing", 512)}
     bars = not datasets.utils.are_progress_bars_disabled(); datasets.disable_progress_bars()
     try:
         with PeakMemory() as pm: res = interleaved(sides, repeats)
@@ -247,14 +247,14 @@ def bench_flops(preset: str = "teacher", # the model preset whose training is me
                ) -> dict:
     "Achieved training FLOP/s of the kit's loop as a share of the machine's fp32 GEMM FLOP/s (same threads)."
     from cotdistill.models import cpu_threads_for
-    from cotdistill.sft import _bench_data, _run_kit
+    from cotdistill.sft import bench_data, run_kit_pass
     task = get_task("arith")
-    data = _bench_data(task, n_examples, seed)
+    data = bench_data(task, n_examples, seed)
     tok = build_tokenizer(list(task.vocabulary_texts()) + data["prompt"] + data["completion"])
     model0 = make_model(preset, tok, seed=seed)
     with PeakMemory() as pm:
-        both = interleaved({"kit": lambda: _without_fast_train(lambda: _run_kit(copy.deepcopy(model0), tok, data, batch_size, 1e-3, 2, seed)),
-                            "kit_fast_loss": lambda: _run_kit(copy.deepcopy(model0), tok, data, batch_size, 1e-3, 2, seed)}, repeats)
+        both = interleaved({"kit": lambda: _without_fast_train(lambda: run_kit_pass(copy.deepcopy(model0), tok, data, batch_size, 1e-3, 2, seed)),
+                            "kit_fast_loss": lambda: run_kit_pass(copy.deepcopy(model0), tok, data, batch_size, 1e-3, 2, seed)}, repeats)
     res = both["kit"]       # the model's own forward does the full 6N per token; the fast loss skips some of it (see below)
     tokens = res["work"][0]; T = tokens / n_examples
     flops_tok = train_flops_per_token(model0, T)
@@ -400,9 +400,9 @@ def bench_scaling(sizes: Sequence[str] = ("tiny", "student", "small", "teacher")
     "Per preset: parameters, bytes on disk, training tokens/s and seconds per problem at each rationale length."
     from cotdistill.evaluate import generate_batched
     from cotdistill.models import count_params
-    from cotdistill.sft import _bench_data, _run_kit
+    from cotdistill.sft import bench_data, run_kit_pass
     task = get_task("arith")
-    data = _bench_data(task, n_train, seed)
+    data = bench_data(task, n_train, seed)
     prompts = data["prompt"][:n_problems]
     tok = build_tokenizer(list(task.vocabulary_texts()) + data["prompt"] + data["completion"])
     rows = []
@@ -411,7 +411,7 @@ def bench_scaling(sizes: Sequence[str] = ("tiny", "student", "small", "teacher")
         with tempfile.TemporaryDirectory() as d:
             m.save_pretrained(d); disk = sum(f.stat().st_size for f in Path(d).iterdir())
         with PeakMemory() as pm:
-            secs, tokens = _run_kit(copy.deepcopy(m), tok, data, min(32, n_train), 1e-3, 1, seed)
+            secs, tokens = run_kit_pass(copy.deepcopy(m), tok, data, min(32, n_train), 1e-3, 1, seed)
             gen = {}
             for L in lengths:
                 t0 = time.perf_counter(); generate_batched(m.eval(), tok, prompts, max_new_tokens=L, batch_size=256)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from .core import atomic_write_json
-from .evaluate import _cache_kwarg, _eos_ids, evaluate_model, fast_decoder, fast_prefill
+from .evaluate import cache_kwarg, eos_ids, evaluate_model, fast_decoder, fast_prefill
 from .losses import IGNORE_INDEX, token_cross_entropy
 from .models import cpu_threads_for
 
@@ -130,7 +130,7 @@ def latent_rollout(model, # a causal LM
     if not isinstance(K, int) or K < 1: raise ValueError(f"K (the number of continuous thoughts) must be an int >= 1, got {K!r}")
     core = _unwrap(model)
     cache = DynamicCache(config=core.config)
-    ck = _cache_kwarg(core)
+    ck = cache_kwarg(core)
     fast = not torch.is_grad_enabled()   # inference: the base model alone, no per-layer states (~25% faster per step)
     def forward(**a):
         "-> (B, d) last layer's state at the last position, (B, V) the LM head on it."
@@ -164,7 +164,7 @@ def continue_rollout(model, # the same causal LM
     pos = roll.next_pos[:, None] + torch.arange(T, device=input_ids.device)
     roll.next_pos = roll.next_pos + T
     return model(input_ids=input_ids, attention_mask=roll.attention_mask if roll.padded else None, position_ids=pos,
-                 use_cache=True, **{_cache_kwarg(_unwrap(model)): roll.cache}, **kw)
+                 use_cache=True, **{cache_kwarg(_unwrap(model)): roll.cache}, **kw)
 
 # %% ../nbs/10_codi.ipynb #53e0d34e
 DISTILL_KINDS = ("smooth_l1", "l2")
@@ -240,7 +240,7 @@ def _fast_latent(model, projection: nn.Module, input_ids: Tensor, attention_mask
     else:                                                               # the model's own pass, its cache copied into FastDecoder
         cache, padded = DynamicCache(config=core.config), bool((attention_mask == 0).any())
         h = core.base_model(input_ids=input_ids, attention_mask=attention_mask if padded else None, position_ids=pos, use_cache=True,
-                            **{_cache_kwarg(core): cache}).last_hidden_state[:, -1]
+                            **{cache_kwarg(core): cache}).last_hidden_state[:, -1]
         dec = fast_decoder(core, cache, attention_mask)
         if dec is None: return None
     nxt = pos[:, -1] + 1
@@ -263,7 +263,7 @@ def codi_generate(model, # a causal LM trained with CODIObjective
     dev = next(model.parameters()).device
     bot_id, eot_id = _token_id(tokenizer, bot), _token_id(tokenizer, eot)
     enc = [x + [bot_id] for x in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
-    eos = torch.tensor(_eos_ids(model, tokenizer), device=dev)
+    eos = torch.tensor(eos_ids(model, tokenizer), device=dev)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))
     was, was_p = model.training, projection.training

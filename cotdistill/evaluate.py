@@ -19,18 +19,18 @@ from .models import cpu_threads_for
 from .train import plain_torch_kind
 
 # %% auto #0
-__all__ = ['FUSE_MAX_PARAMS', 'FAST_DECODE', 'FAST_PREFILL', 'COMPACT_SHARE', 'FastDecoder', 'fast_prefill', 'fast_decoder',
-           'generate_batched', 'evaluate_model', 'make_eval_fn']
+__all__ = ['FUSE_MAX_PARAMS', 'FAST_DECODE', 'FAST_PREFILL', 'COMPACT_SHARE', 'eos_ids', 'cache_kwarg', 'FastDecoder',
+           'fast_prefill', 'fast_decoder', 'generate_one_batch', 'generate_batched', 'evaluate_model', 'make_eval_fn']
 
 # %% ../nbs/02b_evaluate.ipynb #1b841aab
-def _eos_ids(model, tokenizer) -> list[int]:
+def eos_ids(model, tokenizer) -> list[int]:
     "Every id that ends a completion: the tokenizer's eos and the model's generation_config eos."
     ids = {tokenizer.eos_token_id}
     g = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids |= set(g) if isinstance(g, (list, tuple)) else {g}
     return sorted(i for i in ids if i is not None)
 
-def _cache_kwarg(model) -> str:
+def cache_kwarg(model) -> str:
     "The name of forward's KV-cache argument: 'cache' (transformers >= 5.2x) or 'past_key_values'."
     import inspect
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -235,7 +235,7 @@ def fast_decoder(model, cache, attn: torch.Tensor) -> FastDecoder | None:
 COMPACT_SHARE = 0.25  # CPU: finished rows leave the batch once they are this share of it (0: at every finish)
 
 @torch.no_grad()
-def _generate_one_batch(model, prompt_ids: list[list[int]], n: int, max_new_tokens: int, eos: torch.Tensor, pad_id: int,
+def generate_one_batch(model, prompt_ids: list[list[int]], n: int, max_new_tokens: int, eos: torch.Tensor, pad_id: int,
                         temperature: float, top_p: float, gen: torch.Generator, compact: bool | None = None,
                         compact_share: float | None = None):
     "Generate for one batch of prompts (n samples each); returns (B*n, T) tokens, lengths, eos flags."
@@ -245,7 +245,7 @@ def _generate_one_batch(model, prompt_ids: list[list[int]], n: int, max_new_toke
     for j, p in enumerate(prompt_ids): ids[j, L - len(p):] = torch.tensor(p); attn[j, L - len(p):] = 1   # left padding
     ids, attn = ids.to(dev), attn.to(dev)
     pos = (attn.cumsum(-1) - 1).clamp(min=0)                        # positions count from the first real token
-    cache, ck = DynamicCache(config=model.config), _cache_kwarg(model)
+    cache, ck = DynamicCache(config=model.config), cache_kwarg(model)
     padded = bool((attn == 0).any())
     pre = fast_prefill(model, ids, attn, pos)                       # None: the model's own forward
     if pre is not None: dec, logits = pre[0], F.linear(pre[1], pre[0].head, pre[0].head_b)
@@ -315,7 +315,7 @@ def generate_batched(model, # a causal LM
     if n > 1 and temperature == 0: raise ValueError("n > 1 samples need temperature > 0 (greedy samples are identical)")
     dev = next(model.parameters()).device
     enc = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-    eos = torch.tensor(_eos_ids(model, tokenizer), device=dev)
+    eos = torch.tensor(eos_ids(model, tokenizer), device=dev)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(eos[0])
     order = sorted(range(len(enc)), key=lambda i: len(enc[i]))       # similar lengths share a batch: little padding
     per = max(1, batch_size // n)
@@ -327,7 +327,7 @@ def generate_batched(model, # a causal LM
             idx = order[s:s + per]
             gen = torch.Generator(device=dev).manual_seed(seed * 1_000_003 + b)
             t0 = time.perf_counter()
-            toks, lens, eos_hit = _generate_one_batch(model, [enc[i] for i in idx], n, max_new_tokens, eos, pad_id, temperature, top_p, gen)
+            toks, lens, eos_hit = generate_one_batch(model, [enc[i] for i in idx], n, max_new_tokens, eos, pad_id, temperature, top_p, gen)
             secs = (time.perf_counter() - t0) / len(toks)
             for r in range(len(toks)):
                 k = int(lens[r]) - int(eos_hit[r])                   # drop the eos token itself

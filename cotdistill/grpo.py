@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from .core import Config, hp, read_jsonl
-from .evaluate import _eos_ids, _generate_one_batch
+from .evaluate import eos_ids, generate_one_batch
 
 # %% auto #0
 __all__ = ['SCALE_REWARDS', 'GRPO_LOSS_TYPES', 'MASK_LEVELS', 'GRPO_COLUMNS', 'check_num_generations', 'group_advantages',
@@ -164,13 +164,13 @@ def rollout(model, # the policy (a causal LM)
     if temperature <= 0: raise ValueError(f"GRPO samples need temperature > 0, got {temperature}")
     dev = next(model.parameters()).device
     prompt_ids = tokenizer(list(prompts), add_special_tokens=True)["input_ids"]
-    eos = torch.tensor(_eos_ids(model, tokenizer), device=dev)
+    eos = torch.tensor(eos_ids(model, tokenizer), device=dev)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else int(eos[0])
     gen = generator or torch.Generator(device=dev).manual_seed(0)
     was = model.training; model.eval()
     try:
         with torch.inference_mode():                                  # ~20% faster than no_grad for small models
-            out, length, hit_eos = _generate_one_batch(model, prompt_ids, G, max_new_tokens, eos, pad_id, temperature, top_p, gen)
+            out, length, hit_eos = generate_one_batch(model, prompt_ids, G, max_new_tokens, eos, pad_id, temperature, top_p, gen)
     finally: model.train(was)
     out, length, hit_eos = out.clone(), length.clone(), hit_eos.clone()  # normal tensors again (usable in autograd)
     T = max(1, int(length.max()))

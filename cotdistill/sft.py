@@ -31,7 +31,7 @@ from .train import TrainConfig, encode_sft, lm_objective, pad_collate, train
 __all__ = ['METHODS', 'TRL_MODES', 'check_method', 'sft_tokenizer', 'task_prefixes', 'method_data', 'cross_entropy_objective',
            'check_shared_vocab', 'teacher_logits', 'ConsistencyObjective', 'StepByStepObjective', 'PrefixedTask',
            'sample_completions', 'encode_samples', 'GKDObjective', 'make_objective', 'run_method', 'run_methods',
-           'plot_methods', 'bench_sft_vs_trl']
+           'plot_methods', 'bench_data', 'run_kit_pass', 'run_trl_pass', 'bench_sft_vs_trl']
 
 # %% ../nbs/07_sft.ipynb #aa79a1e2
 METHODS: dict[str, dict] = {  # name -> what it needs; the method names of the record schema (02d_records)
@@ -395,11 +395,12 @@ def _cpu_name() -> str:
     try: return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
-def _bench_data(task, n: int, seed: int) -> dict:
+def bench_data(task, n: int, seed: int) -> dict:
+    "The prompt/completion columns of `n` gold training rows: the SFT benchmarks' data."
     rows = task.splits(seed=seed, n_train=n, n_validation=1, n_test=1)["train"].to_list()[:n]
     return task.columns(rows)
 
-def _run_kit(model, tokenizer, data, batch_size, lr, warmup, seed) -> tuple[float, int]:
+def run_kit_pass(model, tokenizer, data, batch_size, lr, warmup, seed) -> tuple[float, int]:
     "(seconds, non-pad tokens) of one pass of the kit's loop."
     enc = encode_sft(tokenizer, data["prompt"], data["completion"])
     cfg = TrainConfig(epochs=1.0, batch_size=batch_size, lr=lr, warmup_steps=warmup, log_every=0, ckpt_every=0, progress=False, seed=seed)
@@ -407,7 +408,7 @@ def _run_kit(model, tokenizer, data, batch_size, lr, warmup, seed) -> tuple[floa
         t0 = time.perf_counter(); res = train(model, enc, cfg=cfg, out_dir=d, save_model=False); secs = time.perf_counter() - t0
     return secs, res["tokens"]
 
-def _run_trl(model, tokenizer, data, batch_size, lr, warmup, seed, mode: str, max_length: int) -> tuple[float, int]:
+def run_trl_pass(model, tokenizer, data, batch_size, lr, warmup, seed, mode: str, max_length: int) -> tuple[float, int]:
     "(seconds, non-pad tokens) of one pass of TRL's SFTTrainer."
     import contextlib, io, datasets
     from trl import SFTConfig, SFTTrainer
@@ -447,7 +448,7 @@ def bench_sft_vs_trl(preset: str = "student", # a models.MODEL_PRESETS name (the
     if trl_mode not in TRL_MODES: raise ValueError(f"unknown trl_mode {trl_mode!r}; allowed: {list(TRL_MODES)}")
     if n_examples % batch_size: raise ValueError(f"n_examples={n_examples} must be a multiple of batch_size={batch_size} (the kit drops an incomplete last batch)")
     task = task or get_task("arith")
-    data = _bench_data(task, n_examples, seed)
+    data = bench_data(task, n_examples, seed)
     tok = build_tokenizer(list(task.vocabulary_texts()) + data["prompt"] + data["completion"])
     model0 = make_model(preset, tok, seed=seed)
     warmup = max(1, n_examples // batch_size // 10)
@@ -455,8 +456,8 @@ def bench_sft_vs_trl(preset: str = "student", # a models.MODEL_PRESETS name (the
     for _ in range(repeats):
         for side in ("kit", "trl"):
             m = copy.deepcopy(model0)
-            secs, tokens = (_run_kit(m, tok, data, batch_size, lr, warmup, seed) if side == "kit" else
-                            _run_trl(m, tok, data, batch_size, lr, warmup, seed, trl_mode, max_length))
+            secs, tokens = (run_kit_pass(m, tok, data, batch_size, lr, warmup, seed) if side == "kit" else
+                            run_trl_pass(m, tok, data, batch_size, lr, warmup, seed, trl_mode, max_length))
             runs[side].append(dict(seconds=round(secs, 3), tokens=tokens, tokens_per_s=round(tokens / secs, 1)))
     med = {s: statistics.median(r["tokens_per_s"] for r in runs[s]) for s in runs}
     detail = dict(A="cotdistill.train.train (length-grouped batches, right padding, no attention mask)",

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from cotdistill.codi import (CODIObjective, codi_distill_loss, codi_generate, continue_rollout, encode_codi, evaluate_codi,
                              latent_rollout, left_pad, load_codi, make_projection, probe_thoughts, save_codi, split_completion)
-from cotdistill.evaluate import _cache_kwarg
+from cotdistill.evaluate import cache_kwarg
 from cotdistill.models import build_tokenizer, make_model
 from cotdistill.train import TrainConfig, _columns, pad_collate, train
 
@@ -85,7 +85,7 @@ def test_latent_steps_feed_one_position_and_grow_cache_by_one(tok, enc, arch, gr
     def spy(mod, args, kwargs, out):   # on the base model: every path goes through it
         ids, emb = kwargs.get("input_ids", args[0] if args else None), kwargs.get("inputs_embeds")
         x = emb if emb is not None else ids
-        calls.append((tuple(x.shape[:2]), emb is not None, kwargs[_cache_kwarg(model)].get_seq_length()))
+        calls.append((tuple(x.shape[:2]), emb is not None, kwargs[cache_kwarg(model)].get_seq_length()))
     h = model.base_model.register_forward_hook(spy, with_kwargs=True)
     b = _batch(tok, enc, range(4))
     q, m = left_pad(b["question_ids"], b["question_len"])
