@@ -694,7 +694,9 @@ def experiment_table(name: str, root: Path) -> str:
     rows = []
     for run in res["runs"]:
         s = run.get("seed", run["sizes"].get("seed") if isinstance(run.get("sizes"), dict) else None)
-        if run.get("cot_record"): rows.append({"seed": s, "method": "start: explicit CoT", "variant": "start: explicit CoT", **run["cot_record"]})
+        if run.get("cot_record"): rows.append({"seed": s, **run["cot_record"], "method": "start: explicit CoT", "variant": "start: explicit CoT"})
+        if run.get("answer_only_record"):
+            rows.append({"seed": s, **run["answer_only_record"], "method": "floor: answer-only", "variant": "floor: answer-only"})
         rows += [{"seed": s, **r} for r in run["records"]]
     note = f"`{res['command']}`" + (f"; {res['provenance']}" if res.get("provenance") else "")
     return md_table(rows, EXPERIMENT_COLUMNS[name]) + f"\n\nFrom `reports/{get_experiment(name).out}` ({note})."

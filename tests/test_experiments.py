@@ -2,6 +2,7 @@
 caches every seed and resumes after a kill."""
 import json
 import math
+import re
 import os
 import signal
 import subprocess
@@ -192,3 +193,14 @@ def test_codi_mult_grid_references_and_paired_tests():
         diff = np.mean(out["correct"][f"codi_{name}"]) - np.mean(out["correct"]["mult_answer_only"])
         assert r["diff_vs_answer_only"] == pytest.approx(diff) and 0 <= r["p_mcnemar_vs_answer_only"] <= 1
     assert by["gamma0"]["diff_vs_default"] == pytest.approx(np.mean(out["correct"]["codi_gamma0"]) - np.mean(out["correct"]["codi_default"]))
+
+
+# --- the README's tables are generated from the committed results ----------------------------------------------------
+def test_readme_tables_are_the_committed_results():
+    "Every generated block of README.md equals what `python -m cotdistill.experiments readme` builds from the committed JSON."
+    from cotdistill.experiments import GENERATED, fill_generated
+    root = Path(__file__).resolve().parent.parent
+    text = (root / "README.md").read_text()
+    names = set(re.findall(r"<!-- generated:([\w:.-]+) -->", text))
+    assert {"quick-methods", "quick-run", "benchmarks", "learnability", "teacher"} <= names <= set(GENERATED), names
+    assert fill_generated(text, root / "reports") == text, "README.md's tables are stale: run python -m cotdistill.experiments readme"

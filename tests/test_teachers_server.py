@@ -3,7 +3,24 @@ locally), a fault-injecting proxy in front of it (429, 500, timeout, dropped con
 server killed mid-run: bounded retries, a clear error, every finished sample kept and reused on the rerun.
 
 Time budget: the whole module should take well under 90 s (two server starts of ~5-10 s each); every wait
-below is bounded."""
+below is bounded.
+
+The faults the teacher client must survive, and the test that injects each:
+
+| fault | test (module::function) | what it asserts |
+|---|---|---|
+| HTTP 429 (with Retry-After) | test_teachers_server::test_every_fault_is_retried_and_the_run_completes | retried once, run completes, same samples as without the proxy |
+| HTTP 500 / 503 | test_teachers_server::test_every_fault_is_retried_and_the_run_completes | retried once each |
+| timeout (no reply within `timeout`) | test_teachers_server::test_every_fault_is_retried_and_the_run_completes | retried once |
+| dropped connection | test_teachers_server::test_every_fault_is_retried_and_the_run_completes | retried once |
+| truncated JSON (well-formed HTTP, half a body) | test_teachers_server::test_every_fault_is_retried_and_the_run_completes | retried once |
+| connection cut mid-body | test_teachers_server::test_every_fault_is_retried_and_the_run_completes | retried once |
+| faults under concurrency | test_teachers_server::test_concurrent_faults | every request completes |
+| persistent 500: bounded retries, clear error, partial results kept | test_teachers_server::test_persistent_failure_gives_bounded_retries_then_a_clear_error | 3 attempts, `TeacherServerError` naming HTTP 500, the 2 finished samples cached and reused |
+| server SIGKILLed mid-run | test_teachers_server::test_server_killed_mid_run_keeps_finished_samples | error names the port; a new server finishes only the rest |
+| other 4xx (unknown model, wrong base URL) | test_teachers_server::test_other_4xx_is_a_clear_error_without_retries | no retries, message names the model / the missing /v1 |
+| key echoed back in error bodies | test_teachers::test_api_key_never_leaks | the key is scrubbed from 4xx/5xx messages |
+"""
 import json, os, signal, socket, subprocess, sys, threading, time, urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
