@@ -11,12 +11,13 @@ import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .core import PROFILE_NAMES, atomic_write, atomic_write_json, check_profile, read_jsonl
-from .records import pair_records, portable_path
+from .records import check_record, pair_records, portable_path
 
 # %% auto #0
 __all__ = ['REPORT_PROFILES', 'STAGES', 'STAGE_NAMES', 'METHOD_COLUMNS', 'Stage', 'find_nbs_dir', 'plan_stages',
@@ -240,7 +241,11 @@ def collect_metrics(report: Path) -> list[dict]:
     p = report / "metrics.jsonl"
     if not p.exists(): return []
     last = {}
-    for r in read_jsonl(p, required=["method"]): last[(r["method"], r.get("track"), r.get("seed"), r.get("output"))] = r
+    for i, r in enumerate(read_jsonl(p, required=["method"]), 1):
+        try: check_record(r, f"{p}, line {i}")
+        except ValueError as e:   # e.g. a record written before the schema: kept in the log, left out of the report
+            warnings.warn(f"skipped: {e}; rerun its stage to replace it"); continue
+        last[(r["method"], r["track"], r["seed"], r.get("output"))] = r
     return pair_records(list(last.values()), report)
 
 def write_summary(report: Path, run: dict) -> Path:
