@@ -240,12 +240,12 @@ def collect_metrics(report: Path) -> list[dict]:
     "The records the stages wrote (`metrics.jsonl`), the last per (method, track, seed, output) winning, with their paired tests."
     p = report / "metrics.jsonl"
     if not p.exists(): return []
-    last = {}
+    last, skipped = {}, []
     for i, r in enumerate(read_jsonl(p, required=["method"]), 1):
         try: check_record(r, f"{p}, line {i}")
-        except ValueError as e:   # e.g. a record written before the schema: kept in the log, left out of the report
-            warnings.warn(f"skipped: {e}; rerun its stage to replace it"); continue
+        except ValueError as e: skipped.append(str(e)); continue   # e.g. a record from before the schema: kept in the log, not reported
         last[(r["method"], r["track"], r["seed"], r.get("output"))] = r
+    if skipped: warnings.warn(f"{len(skipped)} record(s) outside the schema left out of the report (rerun their stages); first: {skipped[0]}")
     return pair_records(list(last.values()), report)
 
 def write_summary(report: Path, run: dict) -> Path:

@@ -40,10 +40,10 @@ WRITER = textwrap.dedent("""
     from cotdistill.core import JsonlWriter, atomic_write_json
     from cotdistill.reproduce import write_summary
     report, v = Path(sys.argv[1]), int(sys.argv[2])
-    N = 400                                                    # methods in metrics.jsonl: summary.md ~ 60 kB
+    N = 400                                                    # records in metrics.jsonl (one per data-size track): summary.md ~ 60 kB
     if not (report / "metrics.jsonl").exists():
         with JsonlWriter(report / "metrics.jsonl", fsync=False) as w:
-            w.write_many([{"method": f"m{i}", "seed": 0, "accuracy": i / N, "accuracy_ci": [0.1, 0.9]} for i in range(N)])
+            w.write_many([{"method": "cot_sft", "track": f"size-{i}", "seed": 0, "accuracy": i / N, "accuracy_ci": [0, 1], "profile": "smoke"} for i in range(N)])
     env = {"cpu": "x", "cores": 2, "torch_threads": 1, "gpu": None, "packages": {"torch": "t", "transformers": "t"}}
     print("ready", flush=True)
     while True:
@@ -68,10 +68,10 @@ def _check_report(report: Path) -> dict:
         out["big"] = v
     if (report / "metrics.json").exists():
         m = json.loads((report / "metrics.json").read_text())
-        assert len(m) == 400 and m[-1]["method"] == "m399"
+        assert len(m) == 400 and m[-1]["track"] == "size-399"
     if (report / "summary.md").exists():
         s = (report / "summary.md").read_text()
-        assert s.startswith("# cotdistill reproduction") and s.rstrip().endswith("| ok |") and len(re.findall(r"\n\| m\d+ \|", s.split("## Targets")[0])) == 400, s[-300:]   # one row per method in the methods table
+        assert s.startswith("# cotdistill reproduction") and s.rstrip().endswith("| ok |") and len(re.findall(r"\n\| cot_sft \| size-\d+ \|", s.split("## Targets")[0])) == 400, s[-300:]   # one row per method in the methods table
         out["summary"] = int(s.split("| nb", 1)[1].split()[0])
     if (report / "run.json").exists(): out["run"] = json.loads((report / "run.json").read_text())["total_seconds"]
     return out
