@@ -165,10 +165,12 @@ def test_api_key_not_in_reports(tmp_path, monkeypatch):
     t = OpenAITeacher("m", base_url="http://127.0.0.1:9/v1", api_key_env="MY_TEACHER_KEY", cache_dir=tmp_path / "c", progress=False)
     report = tmp_path / "report"
     with JsonlWriter(report / "metrics.jsonl") as w:
-        w.write({"method": "cot_sft", "seed": 0, "accuracy": 0.5, "teacher": t.config()})
+        w.write({"method": "cot_sft", "track": "scratch", "seed": 0, "accuracy": 0.5, "profile": "smoke", "teacher": t.name,
+                 "teacher_config": t.config()})
     run = {"profile": "smoke", "started": "now", "total_seconds": 1.0, "notebooks": [], "skipped_missing": [],
            "failures": [], "environment": environment()}
     write_summary(report, run)
+    assert json.loads((report / "metrics.json").read_text())[0]["teacher_config"] == t.config()   # the record made it into the report
     from cotdistill.dataset import DATASET_JSON_KEYS
     write_dataset_report({**{k: None for k in DATASET_JSON_KEYS}, "teacher": t.config(), "teacher_repr": repr(t)}, report)
     texts = [json.dumps(run), json.dumps(t.config()), repr(t)] + [f.read_text() for f in report.rglob("*") if f.is_file()]
