@@ -25,7 +25,7 @@ from torch import nn
 from .codi import CODIObjective, codi_eval_fn, codi_metrics, encode_codi, evaluate_codi
 from .core import ArtifactCache, atomic_write_json, read_jsonl
 from .evaluate import evaluate_model, make_eval_fn
-from .metrics import compare
+from .metrics import compare, records_table
 from .models import build_tokenizer, count_params, load_model, make_model
 from .offline_teacher import ASSET_DIR, offline_teacher_task
 from .progressive import (curriculum_curve, internalization_data, internalize, method_record, plot_curriculum,
@@ -40,9 +40,8 @@ __all__ = ['EXPERIMENTS', 'ABLATIONS', 'CODI_ABLATIONS', 'QUICK_COLUMNS', 'EXPER
            'internalization_ablations', 'mult_baselines', 'mult_triple', 'plot_removal_curves',
            'mult_internalization_seed', 'plot_internalization_seeds', 'codi_ablation_grid', 'run_codi_ablations',
            'codi_mult_grid', 'plot_codi_ablations', 'codi_mult_seed', 'codi_ablations_seed',
-           'teacher_size_internalization', 'plot_teacher_size', 'main', 'md_table', 'quick_table', 'run_table',
-           'experiment_table', 'benchmarks_table', 'teacher_table', 'learnability_table', 'fill_generated',
-           'update_readme']
+           'teacher_size_internalization', 'plot_teacher_size', 'main', 'quick_table', 'run_table', 'experiment_table',
+           'benchmarks_table', 'teacher_table', 'learnability_table', 'fill_generated', 'update_readme']
 
 # %% ../nbs/14_experiments.ipynb #b3ca4e2e
 @dataclass(frozen=True)
@@ -642,21 +641,6 @@ if __name__ == "__main__" and not _in_notebook():   # through the package module
     raise SystemExit(_main())
 
 # %% ../nbs/14_experiments.ipynb #aa21a333
-def _fmt(v) -> str:
-    "A table cell: 3 significant digits, intervals in brackets, a dash for null."
-    if v is None: return "—"
-    if isinstance(v, bool): return str(v)
-    if isinstance(v, int) and abs(v) >= 10000: return f"{v:,}"
-    if isinstance(v, float): return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
-    if isinstance(v, (list, tuple)): return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    return str(v)
-
-def md_table(rows: list[dict], # one dict per row
-             cols: tuple | list, # the columns, in order
-            ) -> str:
-    "Rows as a markdown table."
-    return "\n".join(["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)] + ["| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |" for r in rows])
-
 QUICK_COLUMNS = ("method", "track", "steps", "accuracy", "accuracy_ci", "% teacher", "rationale_tokens", "length_ratio", "validity",
                  "similarity", "problems_per_s", "train_seconds", "control", "p_vs_control", "start", "p_vs_start", "p_vs_floor")
 
@@ -666,14 +650,14 @@ def quick_table(root: Path) -> str:
     for r in recs:
         t = r.get("teacher_accuracy")
         r["% teacher"] = round(100 * r["accuracy"] / t, 1) if t and r["method"] != "teacher" else None
-    return md_table(recs, QUICK_COLUMNS)
+    return records_table(recs, QUICK_COLUMNS)
 
 def run_table(root: Path, profile: str = "quick") -> str:
     "Seconds per notebook of a reproduction (run.json) and the total."
     run = json.loads((root / profile / "run.json").read_text())
     rows = [dict(notebook=n["notebook"], seconds=n.get("seconds"), status="FAILED" if "failed" in n else "ok") for n in run["notebooks"]]
     env = run["environment"]
-    return (md_table(rows + [dict(notebook="**total**", seconds=run["total_seconds"], status="complete" if run["complete"] else "incomplete")],
+    return (records_table(rows + [dict(notebook="**total**", seconds=run["total_seconds"], status="complete" if run["complete"] else "incomplete")],
                      ("notebook", "seconds", "status")) + f"\n\nRun {run['started']} on {env['cpu']} ({env['cores']} cores), torch {env['packages']['torch']}.")
 
 # %% ../nbs/14_experiments.ipynb #44eb2a71
@@ -699,14 +683,14 @@ def experiment_table(name: str, root: Path) -> str:
             rows.append({"seed": s, **run["answer_only_record"], "method": "floor: answer-only", "variant": "floor: answer-only"})
         rows += [{"seed": s, **r} for r in run["records"]]
     note = f"`{res['command']}`" + (f"; {res['provenance']}" if res.get("provenance") else "")
-    return md_table(rows, EXPERIMENT_COLUMNS[name]) + f"\n\nFrom `reports/{get_experiment(name).out}` ({note})."
+    return records_table(rows, EXPERIMENT_COLUMNS[name]) + f"\n\nFrom `reports/{get_experiment(name).out}` ({note})."
 
 def benchmarks_table(root: Path) -> str:
     "The side-by-side speed records (reports/benchmarks.json): ratio, target and whether it holds."
     recs = json.loads((root / "benchmarks.json").read_text())
     rows = [dict(benchmark=r["name"], ratio=r["ratio"], target=r.get("target"),
                  holds=None if r.get("target") is None else ("holds" if r["ratio"] >= r["target"] else "misses")) for r in recs]
-    return md_table(rows, ("benchmark", "ratio", "target", "holds"))
+    return records_table(rows, ("benchmark", "ratio", "target", "holds"))
 
 def teacher_table(root: Path) -> str:
     "The committed offline teacher's own record (cotdistill/assets/teacher/teacher.json): size, training, greedy test results."
@@ -714,12 +698,12 @@ def teacher_table(root: Path) -> str:
     r = t["results"]
     row = dict(n_params=t["n_params"], steps=r["steps"], train_seconds=r["train_seconds"], tokens_per_s=r["tokens_per_s"],
                test_accuracy=r["test_accuracy"], n_test=r["n_test"], rationale_tokens=r["test_mean_rationale_tokens"], threads=r["threads"])
-    return md_table([row], tuple(row)) + f"\n\nCommand: `{t['command']}`."
+    return records_table([row], tuple(row)) + f"\n\nCommand: `{t['command']}`."
 
 def learnability_table(root: Path) -> str:
     "CoT against answer-only over seeds (reports/learnability/*/summary.json)."
     rows = [json.loads(p.read_text()) for p in sorted((root / "learnability").glob("*/summary.json"))]
-    return md_table(rows, ("mode", "seed", "steps", "train_seconds", "tokens_per_s", "test_accuracy", "test_n"))
+    return records_table(rows, ("mode", "seed", "steps", "train_seconds", "tokens_per_s", "test_accuracy", "test_n"))
 
 # %% ../nbs/14_experiments.ipynb #b41b60f6
 GENERATED = {"quick-methods": quick_table, "quick-run": run_table, "benchmarks": benchmarks_table, "learnability": learnability_table,

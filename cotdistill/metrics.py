@@ -22,9 +22,9 @@ __all__ = ['EMBEDDING_MODEL_ID', 'SIMILARITY_KINDS', 'METRIC_FIELDS', 'TARGETS',
            'paired_bootstrap', 'compare', 'simple_tokens', 'length_ratio', 'embedding_model_path',
            'load_embedding_model', 'embedding_similarity', 'lcs_length', 'rouge_l_f1', 'rationale_similarity',
            'validity_rates', 'annotation_digit_mutants', 'beyond_tolerance', 'score_records', 'summarize',
-           'check_targets', 'targets_table', 'markdown_table', 'majority_vote', 'accuracy_by',
-           'plot_accuracy_vs_length', 'plot_accuracy_by_steps', 'plot_generalisation', 'EvalResult', 'evaluate',
-           'self_consistency', 'generalisation']
+           'check_targets', 'targets_table', 'format_cell', 'records_table', 'markdown_table', 'majority_vote',
+           'accuracy_by', 'plot_accuracy_vs_length', 'plot_accuracy_by_steps', 'plot_generalisation', 'EvalResult',
+           'evaluate', 'self_consistency', 'generalisation']
 
 # %% ../nbs/11_metrics.ipynb #399b7990
 class Interval(NamedTuple):
@@ -415,12 +415,26 @@ def targets_table(summaries: dict | Sequence[dict], # metrics records (one per m
              **{f"{r['metric']} {r['target']}": r["mark"] for r in check_targets(s)}} for s in summaries]
     return pd.DataFrame(rows)
 
+def format_cell(v) -> str:
+    "A table cell: a dash for null or NaN, 3 significant digits (thousands grouped from 100 up), intervals in brackets."
+    if v is None or (isinstance(v, float) and math.isnan(v)): return "—"
+    if isinstance(v, bool): return str(v)
+    if isinstance(v, int) and abs(v) >= 10000: return f"{v:,}"
+    if isinstance(v, float): return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+    if isinstance(v, (list, tuple)): return "[" + ", ".join(format_cell(x) for x in v) + "]"
+    return str(v)
+
+def records_table(rows: Sequence[dict], # one dict per row (a record)
+                  cols: Sequence[str], # the columns, in order; a field a row lacks is a dash
+                 ) -> str:
+    "Rows as a GitHub markdown table (no `tabulate` needed)."
+    lines = ["| " + " | ".join(map(str, cols)) + " |", "|" + "---|" * len(cols)]
+    return "\n".join(lines + ["| " + " | ".join(format_cell(r.get(c)) for c in cols) + " |" for r in rows])
+
 def markdown_table(df: pd.DataFrame, # any small table
                   ) -> str:
-    "A GitHub markdown table (no `tabulate` needed)."
-    fmt = lambda v: "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3g}" if isinstance(v, float) else str(v)
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    return "\n".join(lines + ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)])
+    "A DataFrame as a GitHub markdown table."
+    return records_table(df.to_dict("records"), list(df.columns))
 
 # %% ../nbs/11_metrics.ipynb #08ea16ea
 def majority_vote(answers: Sequence[str | None], # the (normalised) answers of k samples; None: unparseable

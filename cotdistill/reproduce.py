@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .core import PROFILE_NAMES, atomic_write, atomic_write_json, check_profile, read_jsonl
+from .metrics import markdown_table, records_table, targets_table
 from .records import check_record, pair_records, portable_path
 
 # %% auto #0
@@ -263,7 +264,6 @@ def write_summary(report: Path, run: dict) -> Path:
                   "`p_vs_control`, `p_vs_start`, `p_vs_floor`: McNemar's exact test on the same problems (records/<method>.jsonl) "
                   "against the track's control, the checkpoint it started from and the answer-only floor. "
                   "`length_ratio`: student / teacher rationale tokens.", ""]
-        from cotdistill.metrics import markdown_table, targets_table
         lines += ["## Targets", "", markdown_table(targets_table([m for m in metrics if m["method"] != "teacher"])), ""]
     else:
         lines += ["No training stage has reported metrics yet.", ""]
@@ -282,18 +282,9 @@ METHOD_COLUMNS = ("method", "track", "seed", "steps", "n_params", "accuracy", "a
 
 def _methods_table(report: Path, metrics: list[dict]) -> str:
     "The comparison table: accuracy with interval, % of teacher, lengths, validity, speed, steps and the records' paired tests."
-    out = ["| " + " | ".join(METHOD_COLUMNS) + " |", "|" + "---|" * len(METHOD_COLUMNS)]
-    for m in metrics:
-        t = m.get("teacher_accuracy")
-        row = {**m, "% teacher": 100 * m["accuracy"] / t if t and m.get("accuracy") is not None and m["method"] != "teacher" else None}
-        out.append("| " + " | ".join(_fmt(row.get(c)) for c in METHOD_COLUMNS) + " |")
-    return "\n".join(out)
-
-def _fmt(v) -> str:
-    if v is None: return "—"
-    if isinstance(v, float): return f"{v:.3g}"
-    if isinstance(v, (list, tuple)): return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    return str(v)
+    rows = [{**m, "% teacher": 100 * m["accuracy"] / m["teacher_accuracy"] if m.get("teacher_accuracy") and m["method"] != "teacher" else None}
+            for m in metrics]
+    return records_table(rows, METHOD_COLUMNS)
 
 # %% ../nbs/12_reproduce.ipynb #42d44ae5
 def main(argv: list[str] | None = None) -> int:
