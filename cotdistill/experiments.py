@@ -581,9 +581,10 @@ def plot_teacher_size(result: dict, path: str | Path | None = None):
     "The teacher-size model's stage-3 curve (validation accuracy and rationale length against steps)."
     import pandas as pd
     run = result["runs"][0]
-    ax = plot_curriculum(pd.DataFrame(run["curve"]), title=f"teacher-size model ({run['n_params']:,} parameters), stage 3 at the quick schedule")
-    if path is not None: ax.figure.savefig(path, dpi=100, bbox_inches="tight")
-    return ax.figure
+    axes = plot_curriculum(pd.DataFrame(run["curve"]), title=f"teacher-size model ({run['n_params']:,} parameters), stage 3 at the quick schedule")
+    fig = np.atleast_1d(axes)[0].figure
+    if path is not None: fig.savefig(path, dpi=100, bbox_inches="tight")
+    return fig
 
 # %% ../nbs/14_experiments.ipynb #5473da79
 _MULT_SMOKE = dict(preset="tiny", cot_steps=6, n_train=200, n_validation=8, n_test=12, steps_per_stage=2, final_steps=2, batch_size=8, n_boot=20)
