@@ -264,19 +264,22 @@ class Config:
     def to_dict(self) -> dict: return dataclasses.asdict(self)
     def hash(self) -> str: return stable_hash(self.to_dict())
 
+    @classmethod
+    def check_names(cls, names, where: str | None = None, error: type = TypeError) -> None:
+        "Raise `error` naming `where` (default: the class), the unknown names and the allowed ones."
+        allowed = [f.name for f in fields(cls)]
+        bad = [k for k in names if k not in allowed]
+        if bad: raise error(f"{where or cls.__name__} has no {'field' if error is TypeError else 'parameter'}(s) {bad}; allowed: {allowed}")
+
     def replace(self, **changes) -> "Config":
         "A copy with `changes` applied; unknown names raise, listing the allowed ones."
-        names = [f.name for f in fields(self)]
-        bad = [k for k in changes if k not in names]
-        if bad: raise TypeError(f"{type(self).__name__} has no field(s) {bad}; allowed: {names}")
+        self.check_names(changes)
         return dataclasses.replace(self, **changes)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
         "Build from a dict (a profile section), rejecting unknown keys."
-        names = [f.name for f in fields(cls)]
-        bad = [k for k in d if k not in names]
-        if bad: raise TypeError(f"{cls.__name__} has no field(s) {bad}; allowed: {names}")
+        cls.check_names(d)
         return cls(**d)
 
     def table(self) -> str:
@@ -608,12 +611,6 @@ def check_profile(name: str) -> str:
     if name not in PROFILE_NAMES: raise ValueError(f"unknown profile {name!r}; allowed: {list(PROFILE_NAMES)}")
     return name
 
-def _check_keys(cls: type, keys, where: str) -> None:
-    "Raise naming `where`, the unknown keys and the allowed ones."
-    names = [f.name for f in fields(cls)]
-    bad = [k for k in keys if k not in names]
-    if bad: raise KeyError(f"{where} has no parameter(s) {bad}; allowed: {names}")
-
 def profile_section(name: str, # a profile: smoke | course | quick | paper | full
                     section: str, # a stage's section ('core', 'tasks', 'train', ...)
                     **overrides, # values that replace the profile's (None values are ignored)
@@ -623,8 +620,8 @@ def profile_section(name: str, # a profile: smoke | course | quick | paper | ful
     if section not in STAGE_CONFIGS: raise KeyError(f"no profile section {section!r}; known sections: {sorted(STAGE_CONFIGS)}")
     cls = STAGE_CONFIGS[section]
     diff = PROFILES[name].get(section, {})
-    _check_keys(cls, diff, f"profile {name!r}, section {section!r}")
-    _check_keys(cls, overrides, f"profile section {section!r}")
+    cls.check_names(diff, f"profile {name!r}, section {section!r}", KeyError)
+    cls.check_names(overrides, f"profile section {section!r}", KeyError)
     return cls(**{**diff, **{k: v for k, v in overrides.items() if v is not None}})
 
 def profiles_table(section: str) -> str:

@@ -550,11 +550,11 @@ def teacher_size_internalization(seed: int = 0, # data order
     R = default_reports_root() / report
     P, PT, PD = (profile_section(profile, s) for s in ("progressive", "tasks", "dataset"))
     task = offline_teacher_task()
-    tok = load_method_outputs(R, "cot_sft")["tokenizer"]
     train_rows = read_jsonl(R / "datasets" / "concise.jsonl")
     splits = task.splits(seed=seed, n_train=PD["n_questions"], n_validation=PT["n_validation"], n_test=PT["n_test"], hard=False)
     val_rows = splits["validation"].to_list()[:n_validation]
-    cot = load_method_outputs(R, "cot_sft", model=False)
+    cot = load_method_outputs(R, "cot_sft")   # its test problems and records, and the tokenizer the teacher shares
+    tok = cot["tokenizer"]
     big = load_model(ASSET_DIR)
     bcfg = TrainConfig(max_steps=cot_steps, batch_size=P["batch_size"], lr=P["stage3_lr"], warmup_steps=20, progress=False, seed=seed,
                        log_every=50, ckpt_every=0)
