@@ -28,7 +28,7 @@ __all__ = ['STAGE_CONFIGS', 'PROFILE_NAMES', 'PROFILES', 'set_seed', 'get_device
            'atomic_write_json', 'JsonlWriter', 'DataFileError', 'read_jsonl', 'stable_hash', 'default_cache_dir',
            'file_lock', 'ArtifactCache', 'run_dir', 'hp', 'Config', 'CoreStage', 'TasksStage', 'ModelStage',
            'TrainStage', 'EvalStage', 'MetricsStage', 'PromptingStage', 'DatasetStage', 'TeacherStage', 'SFTStage',
-           'GRPOStage', 'ProgressiveStage', 'CODIStage', 'BenchStage', 'check_profile', 'profile_section',
+           'GRPOStage', 'ProgressiveStage', 'CODIStage', 'BenchStage', 'RealStage', 'check_profile', 'profile_section',
            'profiles_table', 'in_test']
 
 # %% ../nbs/00_core.ipynb #a9632f45
@@ -356,6 +356,7 @@ class PromptingStage(Config):
     n_samples: int = hp(4, "samples per question for self-consistency")
     n_shots: int = hp(4, "worked examples in a few-shot prompt")
     max_new_tokens: int = hp(32, "longest completion")
+    real_max_new_tokens: int = hp(96, "longest zero-shot CoT reply of the real model")
 
 @dataclass
 class DatasetStage(Config):
@@ -508,12 +509,33 @@ class BenchStage(Config):
     notebooks: bool = hp(False, "time the course notebooks too")
     notebook_budget_s: float = hp(150, "the course notebooks' time limit each")
 
+@dataclass
+class RealStage(Config):
+    "A real pretrained model end to end: prompting, the teacher's data set, a fine-tuned student (15_real)."
+    teacher: str = hp("smollm2-135m-instruct", "the teacher's model spec: a Hub id, a directory, a .gguf file or a packaged name")
+    student: str = hp("smollm2-135m-instruct", "the student's model spec (its pretrained start)")
+    n_test_word: int = hp(8, "one- and two-step word problems asked at test time")
+    n_test_gsm8k: int = hp(4, "GSM8K test questions asked at test time")
+    n_pool_word: int = hp(8, "word problems (train split) the teacher samples for the data set")
+    n_pool_gsm8k: int = hp(4, "GSM8K train questions the teacher samples for the data set")
+    samples: int = hp(2, "samples per question: the data set's candidates and self-consistency's votes")
+    temperature: float = hp(0.7, "sampling temperature")
+    max_new_tokens: int = hp(96, "longest rationale")
+    direct_max_new_tokens: int = hp(8, "longest direct answer")
+    steps: int = hp(2, "fine-tuning steps of the student")
+    batch_size: int = hp(8, "training rows per step")
+    lr: float = hp(3e-5, "peak learning rate (AdamW, full fine-tuning)")
+    warmup_steps: int = hp(1, "linear warm-up steps")
+    max_len: int = hp(384, "longest training example in tokens (longer ones are cut)")
+    similarity: str = hp("lexical", "rationale similarity to the teacher's: embedding | lexical")
+
 STAGE_CONFIGS: dict[str, type] = {"core": CoreStage, "tasks": TasksStage, "model": ModelStage, "train": TrainStage, "eval": EvalStage,
                                   "metrics": MetricsStage, "prompting": PromptingStage, "dataset": DatasetStage, "teacher": TeacherStage,
-                                  "sft": SFTStage, "grpo": GRPOStage, "progressive": ProgressiveStage, "codi": CODIStage, "bench": BenchStage}
+                                  "sft": SFTStage, "grpo": GRPOStage, "progressive": ProgressiveStage, "codi": CODIStage, "bench": BenchStage,
+                                  "real": RealStage}
 
 # %% ../nbs/00_core.ipynb #ecee76c1
-PROFILE_NAMES = ("smoke", "course", "quick", "paper", "full")
+PROFILE_NAMES = ("smoke", "course", "quick", "paper", "real", "full")
 
 # A profile is only its differences from the stage configs' defaults, which are the course size.
 # Outside the course profile budgets are optimizer steps: wall-clock time is reported, never obeyed.
@@ -523,7 +545,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "train":       dict(max_steps=5, batch_size=16, eval_every=0, time_budget_s=None),
         "eval":        dict(n=32, batch_size=32, max_new_tokens=64),
         "metrics":     dict(n_boot=200, similarity="lexical"),
-        "prompting":   dict(n_questions=4, n_samples=2, n_shots=2, max_new_tokens=16),
+        "prompting":   dict(n_questions=4, n_samples=2, n_shots=2, max_new_tokens=16, real_max_new_tokens=24),
         "dataset":     dict(n_questions=12, samples_per_temperature=3, length_limit=1.2, token_budget=None),
         "teacher":     dict(preset="tiny", train_s=4, n_questions=600, n_test=16, n_sampled=4, n_samples=2, max_new_tokens=48, batch_size=32),
         "sft":         dict(max_steps=4, batch_size=8, warmup_steps=1, eval_every=2, time_budget_s=None, n_eval=16, n_eval_during=8,
@@ -535,6 +557,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                             max_completion_length=48, batch_size=16, time_budget_s=None, n_eval=32),
         "codi":        dict(K=2, max_steps=4, batch_size=16, time_budget_s=None, n_eval=32, n_probe=3, compare_steps=3),
         "bench":       dict(repeats=1, sft_examples=32, sft_preset="tiny", grpo_steps=1, generate_problems=16, gemm_size=256, sizes=["tiny"]),
+        "real":        dict(n_test_word=2, n_test_gsm8k=1, n_pool_word=2, n_pool_gsm8k=1, max_new_tokens=32, steps=1, batch_size=2),
     },
     "course": {},   # the defaults: each notebook top to bottom in <= 3 minutes on a 2-core CPU
     "quick": {   # the README's main command: every method once, one seed, the committed offline teacher
@@ -557,6 +580,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "codi":        dict(time_budget_s=None, n_eval=500, n_probe=8, compare_steps=827),
         "bench":       dict(repeats=3, sft_examples=1024, grpo_steps=8, generate_problems=500, gemm_size=2048,
                             sizes=["tiny", "student", "small", "teacher"], notebooks=True, notebook_budget_s=1800),
+    },
+    "real": {   # a real pretrained model (SmolLM2-135M-Instruct, offline) end to end on a CPU in minutes
+        "real":        dict(n_test_word=64, n_test_gsm8k=32, n_pool_word=64, n_pool_gsm8k=16, samples=4, max_new_tokens=160,
+                            steps=10, batch_size=8, similarity="embedding"),
     },
     "paper": {   # seeds, ablations and grids: hours on a CPU, resumable
         "core":        dict(seeds=[0, 1, 2]),
@@ -611,7 +638,7 @@ def check_profile(name: str) -> str:
     if name not in PROFILE_NAMES: raise ValueError(f"unknown profile {name!r}; allowed: {list(PROFILE_NAMES)}")
     return name
 
-def profile_section(name: str, # a profile: smoke | course | quick | paper | full
+def profile_section(name: str, # a profile: smoke | course | quick | paper | real | full
                     section: str, # a stage's section ('core', 'tasks', 'train', ...)
                     **overrides, # values that replace the profile's (None values are ignored)
                    ) -> Config:

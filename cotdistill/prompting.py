@@ -13,9 +13,9 @@ from typing import Any, Callable, Iterable, Sequence
 from .tasks import extract_answer
 
 # %% auto #0
-__all__ = ['COT_TRIGGER', 'ANSWER_PHRASE', 'FEW_SHOT_STOP', 'PROMPT_STYLES', 'direct_prompt', 'zero_shot_prompt',
-           'format_exemplar', 'select_exemplars', 'few_shot_prompt', 'chat_prompt', 'ParsedCompletion', 'cut_at_stop',
-           'parse_completion', 'make_prompt_fn']
+__all__ = ['COT_TRIGGER', 'ANSWER_PHRASE', 'FEW_SHOT_STOP', 'PROMPT_STYLES', 'CHAT_COT_INSTRUCTION', 'CHAT_STYLES',
+           'direct_prompt', 'zero_shot_prompt', 'format_exemplar', 'select_exemplars', 'few_shot_prompt', 'chat_prompt',
+           'ParsedCompletion', 'cut_at_stop', 'parse_completion', 'make_prompt_fn', 'ChatTask']
 
 # %% ../nbs/03_prompting.ipynb #7bd2fc94
 COT_TRIGGER = "Let's think step by step."
@@ -90,6 +90,7 @@ def parse_completion(text: str, # a completion (what the model wrote after the p
                      task: Any = None, # a `tasks.Task`: its parse_completion decides; None: generic markers
                      stop: Sequence[str] = (), # cut the text at the first of these first
                      prefix: str = "", # the start of the answer that was in the prompt ('The answer is' for direct prompts)
+                     last_number: bool = False, # with no marked answer, take the last number (lenient; for real chat models)
                     ) -> ParsedCompletion:
     "Split a completion into rationale and final answer; never guesses an answer that is not stated."
     if not isinstance(text, str): raise TypeError(f"a completion must be a str, got {type(text).__name__}")
@@ -97,7 +98,7 @@ def parse_completion(text: str, # a completion (what the model wrote after the p
     if task is not None:
         rationale, answer = task.parse_completion(text)
         return ParsedCompletion(rationale.strip(), answer, answer is not None)
-    answer = extract_answer(text, fallback_last_number=False)  # a marked answer only: never the last number
+    answer = extract_answer(text, fallback_last_number=last_number)  # by default a marked answer only: never the last number
     marks = list(_MARKERS.finditer(text)) if answer is not None else []
     rationale = text[: marks[-1].start()] if marks else text
     return ParsedCompletion(rationale.strip(), answer, answer is not None)
@@ -118,3 +119,41 @@ def make_prompt_fn(style: str, # one of PROMPT_STYLES
     body = {"task": lambda q: task.format_prompt(q), "direct": direct_prompt, "zero_shot": zero_shot_prompt,
             "think": lambda q: zero_shot_prompt(q, "instruction"), "few_shot": lambda q: few_shot_prompt(q, exemplars)}[style]
     return lambda q: chat_prompt(tokenizer, body(q), system)
+
+# %% ../nbs/03_prompting.ipynb #79644fd6
+CHAT_COT_INSTRUCTION = 'Solve it step by step, then finish with "The answer is <number>."'
+CHAT_STYLES = ("zero_shot", "direct")
+
+class ChatTask:
+    "A task asked of an instruction-tuned model in its chat template; answers read leniently (marked, else the last number)."
+    def __init__(self, task: Any, # the underlying `tasks.Task` (its step checker and digit order)
+                 tokenizer: Any, # the model's tokenizer (its chat template)
+                 style: str = "zero_shot", # 'zero_shot': the CoT instruction; 'direct': the reply starts with 'The answer is'
+                 system: str | None = None, # a system message (None: the template's default)
+                ):
+        if style not in CHAT_STYLES: raise ValueError(f"unknown chat style {style!r}; allowed: {list(CHAT_STYLES)}")
+        if not getattr(tokenizer, "chat_template", None): raise ValueError("ChatTask needs a tokenizer with a chat template")
+        self.task, self.tokenizer, self.style, self.system = task, tokenizer, style, system
+        self.name, self.digit_order, self.cfg = f"chat-{style}-{task.name}", task.digit_order, task.cfg
+        self.prefix = ANSWER_PHRASE if style == "direct" else ""
+
+    def format_prompt(self, question: str) -> str:
+        user = question.strip() if self.style == "direct" else f"{question.strip()}\n{CHAT_COT_INSTRUCTION}"
+        return chat_prompt(self.tokenizer, user, self.system) + self.prefix
+
+    def parse_completion(self, text: str) -> tuple[str, str | None]:
+        p = parse_completion(text, prefix=self.prefix, last_number=True)
+        return p.rationale, p.answer
+
+    def format_completion(self, rationale: str, answer: str) -> str:
+        "What a student learns to write: its rationale, then 'The answer is <answer>.' (direct: ' <answer>.')."
+        if self.style == "direct" or not (rationale or "").strip(): return f" {answer}."
+        return f"{rationale.strip()}\n{ANSWER_PHRASE} {answer}."
+
+    def columns(self, rows, rationale: bool = True) -> dict[str, list[str]]:
+        rows = list(rows)
+        return {"prompt": [self.format_prompt(r["question"]) for r in rows],
+                "completion": [self.format_completion(r["rationale"] if rationale else "", r["answer"]) for r in rows]}
+
+    def check_rationale(self, rationale: str, question: str) -> dict: return self.task.check_rationale(rationale, question)
+    def __repr__(self): return f"ChatTask({self.task!r}, style={self.style!r})"

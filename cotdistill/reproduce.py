@@ -21,9 +21,9 @@ from .metrics import markdown_table, records_table, targets_table
 from .records import check_record, pair_records, portable_path
 
 # %% auto #0
-__all__ = ['REPORT_PROFILES', 'STAGES', 'STAGE_NAMES', 'METHOD_COLUMNS', 'Stage', 'find_nbs_dir', 'plan_stages',
-           'notebook_parameters', 'check_parameters', 'environment', 'StageFailed', 'run_notebook', 'to_html',
-           'expand_grid', 'reproduce', 'collect_metrics', 'write_summary', 'main']
+__all__ = ['REPORT_PROFILES', 'STAGES', 'STAGE_NAMES', 'PROFILE_STAGES', 'OWN_STAGES', 'METHOD_COLUMNS', 'Stage', 'find_nbs_dir',
+           'default_stages', 'plan_stages', 'notebook_parameters', 'check_parameters', 'environment', 'StageFailed',
+           'run_notebook', 'to_html', 'expand_grid', 'reproduce', 'collect_metrics', 'write_summary', 'main']
 
 # %% ../nbs/12_reproduce.ipynb #9e0fd42d
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Stage:
     needs: tuple = ()  # names of stages that must run first
     lesson: bool = False  # a lesson only: it writes nothing the report reads, so report profiles skip it unless named
 
-REPORT_PROFILES = ("quick", "paper", "full")  # profiles whose point is the report: lesson-only stages are skipped by default
+REPORT_PROFILES = ("quick", "paper", "real", "full")  # profiles whose point is the report: lesson-only stages are skipped by default
 
 STAGES: tuple[Stage, ...] = (
     Stage("core", "00_core.ipynb", lesson=True),
@@ -53,9 +53,12 @@ STAGES: tuple[Stage, ...] = (
     Stage("progressive", "09_progressive.ipynb", ("grpo",)),
     Stage("codi", "10_codi.ipynb", ("sft",)),
     Stage("metrics", "11_metrics.ipynb", ("evaluate",), lesson=True),
+    Stage("real", "15_real.ipynb", ("models",)),
     Stage("summary", "12b_summary.ipynb", ("metrics",)),  # last: reads what the others wrote into report_dir
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
+PROFILE_STAGES = {"real": ("real", "summary")}   # profiles that run only these stages by default
+OWN_STAGES = {n for names in PROFILE_STAGES.values() for n in names} - {"summary"}   # run by default only at such a profile
 
 # %% ../nbs/12_reproduce.ipynb #74f29877
 def find_nbs_dir(start: str | Path | None = None) -> Path:
@@ -68,9 +71,15 @@ def find_nbs_dir(start: str | Path | None = None) -> Path:
         if (c / "00_core.ipynb").exists(): return c
     raise FileNotFoundError("cannot find the kit's nbs/ directory (with 00_core.ipynb); run from a clone of the repository")
 
-def plan_stages(wanted: list[str] | None, # stage names asked for (None: all)
+def default_stages(profile: str | None) -> list[str]:
+    "The stages a profile runs when none are named: its own list (PROFILE_STAGES), else every stage but the other profiles' own."
+    if profile in PROFILE_STAGES: return list(PROFILE_STAGES[profile])
+    return [n for n in STAGE_NAMES if n not in OWN_STAGES]
+
+def plan_stages(wanted: list[str] | None, # stage names asked for (None: the profile's default stages)
                 nbs_dir: Path, # where the notebooks are
                 lessons: bool = True, # include lesson-only stages that were not named (False: the report profiles' default)
+                profile: str | None = None, # the profile (decides the default stages)
                ) -> tuple[list[Stage], list[str]]:
     "The stages to run in dependency order (with what they need), and the names skipped because their notebook is missing."
     bad = [w for w in (wanted or []) if w not in STAGE_NAMES]
@@ -80,7 +89,7 @@ def plan_stages(wanted: list[str] | None, # stage names asked for (None: all)
     def add(n):
         if n in need or (by[n].lesson and not lessons and n not in (wanted or ())): return
         need.add(n); [add(m) for m in by[n].needs]
-    for n in (wanted or STAGE_NAMES): add(n)
+    for n in (wanted or default_stages(profile)): add(n)
     run = [s for s in STAGES if s.name in need and (nbs_dir / s.notebook).exists()]
     missing = [s.name for s in STAGES if s.name in need and not (nbs_dir / s.notebook).exists()]
     return run, missing
@@ -179,7 +188,7 @@ def _parse_value(v: str):
     except json.JSONDecodeError: return v
 
 # %% ../nbs/12_reproduce.ipynb #6fb02cbf
-def reproduce(profile: str = "quick", # smoke | course | quick | paper | full
+def reproduce(profile: str = "quick", # smoke | course | quick | paper | real | full
               stages: list[str] | None = None, # stage names (None: all that exist)
               grid: list[str] | None = None, # e.g. ['seed=0,1,2']: one run of every stage per combination
               out: str | Path = "reports", # reports root; results go to <out>/<profile>/
@@ -192,7 +201,7 @@ def reproduce(profile: str = "quick", # smoke | course | quick | paper | full
     "Run the stage notebooks with papermill and write `<out>/<profile>/`; return the run's record."
     check_profile(profile)
     nbs_dir = Path(nbs_dir) if nbs_dir else find_nbs_dir()
-    plan, missing = plan_stages(stages, nbs_dir, lessons=profile not in REPORT_PROFILES if lessons is None else lessons)
+    plan, missing = plan_stages(stages, nbs_dir, lessons=profile not in REPORT_PROFILES if lessons is None else lessons, profile=profile)
     report = Path(out).resolve() / profile
     if not dry_run: _check_writable(report)   # before planning (papermill inspects every notebook): a bad --out fails at once
     combos = expand_grid(grid)
