@@ -528,6 +528,7 @@ class RealStage(Config):
     warmup_steps: int = hp(1, "linear warm-up steps")
     max_len: int = hp(384, "longest training example in tokens (longer ones are cut)")
     similarity: str = hp("lexical", "rationale similarity to the teacher's: embedding | lexical")
+    selection: str = hp("correct", "which samples become training rows: correct (the filter) | all (smoke size: plumbing)")
 
 STAGE_CONFIGS: dict[str, type] = {"core": CoreStage, "tasks": TasksStage, "model": ModelStage, "train": TrainStage, "eval": EvalStage,
                                   "metrics": MetricsStage, "prompting": PromptingStage, "dataset": DatasetStage, "teacher": TeacherStage,
@@ -557,7 +558,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                             max_completion_length=48, batch_size=16, time_budget_s=None, n_eval=32),
         "codi":        dict(K=2, max_steps=4, batch_size=16, time_budget_s=None, n_eval=32, n_probe=3, compare_steps=3),
         "bench":       dict(repeats=1, sft_examples=32, sft_preset="tiny", grpo_steps=1, generate_problems=16, gemm_size=256, sizes=["tiny"]),
-        "real":        dict(n_test_word=2, n_test_gsm8k=1, n_pool_word=2, n_pool_gsm8k=1, max_new_tokens=32, steps=1, batch_size=2),
+        "real":        dict(n_test_word=2, n_test_gsm8k=1, n_pool_word=2, n_pool_gsm8k=1, max_new_tokens=32, steps=1, batch_size=2,
+                            selection="all"),
     },
     "course": {},   # the defaults: each notebook top to bottom in <= 3 minutes on a 2-core CPU
     "quick": {   # the README's main command: every method once, one seed, the committed offline teacher
