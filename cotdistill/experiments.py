@@ -41,7 +41,7 @@ __all__ = ['EXPERIMENTS', 'ABLATIONS', 'CODI_ABLATIONS', 'QUICK_COLUMNS', 'EXPER
            'mult_internalization_seed', 'plot_internalization_seeds', 'codi_ablation_grid', 'run_codi_ablations',
            'codi_mult_grid', 'plot_codi_ablations', 'codi_mult_seed', 'codi_ablations_seed',
            'teacher_size_internalization', 'plot_teacher_size', 'main', 'quick_table', 'run_table', 'experiment_table',
-           'benchmarks_table', 'teacher_table', 'learnability_table', 'fill_generated', 'update_readme']
+           'benchmarks_table', 'teacher_table', 'real_table', 'learnability_table', 'fill_generated', 'update_readme']
 
 # %% ../nbs/14_experiments.ipynb #b3ca4e2e
 @dataclass(frozen=True)
@@ -701,6 +701,19 @@ def teacher_table(root: Path) -> str:
                test_accuracy=r["test_accuracy"], n_test=r["n_test"], rationale_tokens=r["test_mean_rationale_tokens"], threads=r["threads"])
     return records_table([row], tuple(row)) + f"\n\nCommand: `{t['command']}`."
 
+def real_table(root: Path) -> str:
+    "The real profile (reports/real): the three ways of asking the teacher, what the filter kept, the student before and after."
+    d = root / "real"
+    recs = json.loads((d / "metrics.json").read_text())
+    pr, ds, run = (json.loads((d / f).read_text()) for f in ("prompting.json", "dataset.json", "run.json"))
+    kept = ds["reasons"]["all"]
+    table = records_table(recs, ("method", "steps", "n_train", "accuracy", "accuracy_ci", "rationale_tokens", "validity", "similarity",
+                                 "start", "p_vs_start"))
+    return (f"{table}\n\n{pr['sentence']}\n\nData set: {ds['samples']} samples of {ds['questions']} training questions "
+            f"({ds['samples_per_question']} each at T = {ds['temperature']}); kept {ds['rows']} (from {ds['questions_with_rows']} questions); "
+            + ", ".join(f"{k} {v}" for k, v in kept.items() if k != "kept") + f". Run: {run['total_seconds']:.0f} s "
+            f"({run['environment']['cores']} cores).")
+
 def learnability_table(root: Path) -> str:
     "CoT against answer-only over seeds (reports/learnability/*/summary.json)."
     rows = [json.loads(p.read_text()) for p in sorted((root / "learnability").glob("*/summary.json"))]
@@ -708,7 +721,7 @@ def learnability_table(root: Path) -> str:
 
 # %% ../nbs/14_experiments.ipynb #b41b60f6
 GENERATED = {"quick-methods": quick_table, "quick-run": run_table, "benchmarks": benchmarks_table, "learnability": learnability_table,
-             "teacher": teacher_table,
+             "teacher": teacher_table, "real": real_table,
              **{f"experiment:{n}": (lambda root, n=n: experiment_table(n, root)) for n in EXPERIMENT_COLUMNS}}
 
 def fill_generated(text: str, # a markdown document with <!-- generated:NAME --> ... <!-- /generated --> blocks

@@ -5,13 +5,14 @@
 # %% ../nbs/15_real.ipynb #f5027b21
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
-from .core import atomic_write_json
-from .dataset import construct_cot_dataset
+from .core import atomic_write_json, read_jsonl
+from .dataset import construct_cot_dataset, dataset_stats, write_dataset_report
 from .metrics import EvalResult, bootstrap_ci, compare, evaluate, self_consistency
 from .models import load_model, load_tokenizer
 from .prompting import ChatTask
@@ -129,15 +130,18 @@ def train_real_student(kept: Sequence[dict], # the kept rows (real_dataset)
                        profile: str, # recorded
                        seed: int = 0, # data order
                        report_dir: str | Path | None = None, # where the record and its outputs go
-                      ) -> dict:
-    "Fine-tune the pretrained student on the kept rationales (cot_sft, track 'real') and return its record."
+                      ) -> tuple[dict, list[dict]]:
+    "Fine-tune the pretrained student on the kept rationales (cot_sft, track 'real'): its record and per-question outputs."
     tok, student = load_tokenizer(P.student), load_model(P.student)
     cfg = TrainConfig(max_steps=P.steps, batch_size=P.batch_size, lr=P.lr, warmup_steps=P.warmup_steps, max_len=P.max_len,
                       eval_every=0, ckpt_every=0, log_every=1, length_grouping=1, seed=seed)
-    return run_method("cot_sft", student, tok, ChatTask(real_word_task(), tok), list(kept), cfg=cfg, eval_data=list(test_rows),
-                      teacher_records=teacher_records, similarity=P.similarity, max_new_tokens=P.max_new_tokens, report_dir=report_dir,
-                      extra=dict(track="real", profile=profile, start="pretrained", teacher=P.teacher, student=P.student,
-                                 reference="teacher", total_steps=P.steps))
+    with tempfile.TemporaryDirectory(prefix="cotdistill-real-") as run:   # the loop's checkpoint of a 135M model is gigabytes
+        rec = run_method("cot_sft", student, tok, ChatTask(real_word_task(), tok), list(kept), cfg=cfg, eval_data=list(test_rows),
+                         teacher_records=teacher_records, similarity=P.similarity, max_new_tokens=P.max_new_tokens, out_dir=run,
+                         report_dir=report_dir, extra=dict(track="real", profile=profile, start="pretrained", teacher=P.teacher,
+                                                           student=P.student, reference="teacher", total_steps=P.steps))
+        outputs = read_jsonl(Path(run) / "eval_records.jsonl")
+    return {k: v for k, v in rec.items() if k not in ("records_path", "log_path")}, outputs
 
 # %% ../nbs/15_real.ipynb #e25cf6b2
 def prompting_report(asked: dict, # ask_both_ways' results
@@ -160,8 +164,6 @@ def prompting_report(asked: dict, # ask_both_ways' results
     return {"model": model, "n": len(rows), "sources": sources, "styles": styles, "p_zero_shot_vs_direct": p, "sentence": sentence}
 
 def dataset_report(pool: pd.DataFrame, kept: Sequence[dict], P) -> dict:
-    "dataset.json of the real run: samples, questions, what the filter kept and why it dropped the rest."
-    return {"teacher": P.teacher, "selection": P.selection, "temperature": P.temperature, "samples_per_question": P.samples,
-            "questions": int(pool["question_id"].nunique()), "samples": len(pool), "rows": len(kept),
-            "questions_with_a_row": len({r["question_id"] for r in kept}), "reasons": drop_reasons(pool),
-            "mean_tokens_kept": float(np.mean([r["length"] for r in kept])) if kept else None}
+    "dataset.json of the real run: the kit's data set statistics (`dataset_stats`) and why the filter dropped each other sample."
+    return {**dataset_stats(pool, list(kept), P.selection), "teacher": P.teacher, "temperature": P.temperature,
+            "samples_per_question": P.samples, "samples": len(pool), "reasons": drop_reasons(pool)}

@@ -19,7 +19,7 @@ __all__ = ['TEXT_METHODS', 'MULT_METHODS', 'TRACK_RE', 'CONTROLS', 'REQUIRED', '
            'pair_records', 'check_report']
 
 # %% ../nbs/02d_records.ipynb #1a5f2569
-TEXT_METHODS = ("teacher", "teacher_matched", "answer_only", "cot_sft", "cot_sft_unfiltered", "step_by_step", "progressive",
+TEXT_METHODS = ("teacher", "teacher_matched", "pretrained", "answer_only", "cot_sft", "cot_sft_unfiltered", "step_by_step", "progressive",
                 "cot_sft_continued", "cot_sft_unfiltered_continued", "cot_sft_consistency", "on_policy", "on_policy_verbose", "gkd",
                 "grpo", "internalized", "codi", "coconut")
 MULT_METHODS = ("explicit_cot", "answer_only", "internalized", "codi", "coconut")

@@ -152,3 +152,14 @@ def test_dry_run_ends_with_the_summary(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     lines = [l for l in r.stdout.splitlines() if ".ipynb" in l]
     assert "12b_summary.ipynb" in lines[-1] and '"report_dir"' in lines[-1], lines[-1]
+
+
+def test_real_profile_plans_only_its_own_stages(tmp_path):
+    "`--profile real` runs 15_real and the summary; the other profiles leave 15_real out unless it is named."
+    from cotdistill.reproduce import default_stages
+    assert default_stages("real") == ["real", "summary"] and "real" not in default_stages("quick")
+    cmd = [sys.executable, "-m", "cotdistill.reproduce", "--profile", "real", "--out", str(tmp_path / "out"), "--dry-run"]
+    r = subprocess.run(cmd, env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    planned = [l.split()[0] for l in r.stdout.splitlines() if l.startswith("  ") and ".ipynb" in l.split()[0]]
+    assert planned == ["15_real.ipynb", "12b_summary.ipynb"], r.stdout
