@@ -516,9 +516,9 @@ class RealStage(Config):
     student: str = hp("smollm2-135m-instruct", "the student's model spec (its pretrained start)")
     n_test_word: int = hp(8, "one- and two-step word problems asked at test time")
     n_test_gsm8k: int = hp(4, "GSM8K test questions asked at test time")
-    n_pool_word: int = hp(8, "word problems (train split) the teacher samples for the data set")
+    n_pool_word: int = hp(24, "word problems (train split) the teacher samples for the data set")
     n_pool_gsm8k: int = hp(4, "GSM8K train questions the teacher samples for the data set")
-    samples: int = hp(2, "samples per question: the data set's candidates and self-consistency's votes")
+    samples: int = hp(3, "samples per question: the data set's candidates and self-consistency's votes")
     temperature: float = hp(0.7, "sampling temperature")
     max_new_tokens: int = hp(96, "longest rationale")
     direct_max_new_tokens: int = hp(8, "longest direct answer")
@@ -558,7 +558,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                             max_completion_length=48, batch_size=16, time_budget_s=None, n_eval=32),
         "codi":        dict(K=2, max_steps=4, batch_size=16, time_budget_s=None, n_eval=32, n_probe=3, compare_steps=3),
         "bench":       dict(repeats=1, sft_examples=32, sft_preset="tiny", grpo_steps=1, generate_problems=16, gemm_size=256, sizes=["tiny"]),
-        "real":        dict(n_test_word=2, n_test_gsm8k=1, n_pool_word=2, n_pool_gsm8k=1, max_new_tokens=32, steps=1, batch_size=2,
+        "real":        dict(n_test_word=2, n_test_gsm8k=1, n_pool_word=2, n_pool_gsm8k=1, samples=2, max_new_tokens=32, steps=1, batch_size=2,
                             selection="all"),
     },
     "course": {},   # the defaults: each notebook top to bottom in <= 3 minutes on a 2-core CPU
@@ -584,7 +584,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                             sizes=["tiny", "student", "small", "teacher"], notebooks=True, notebook_budget_s=1800),
     },
     "real": {   # a real pretrained model (SmolLM2-135M-Instruct, offline) end to end on a CPU in minutes
-        "real":        dict(n_test_word=64, n_test_gsm8k=16, n_pool_word=64, n_pool_gsm8k=8, samples=3, max_new_tokens=128,
+        "real":        dict(n_test_word=64, n_test_gsm8k=16, n_pool_word=64, n_pool_gsm8k=8, max_new_tokens=128,
                             steps=10, similarity="embedding"),
     },
     "paper": {   # seeds, ablations and grids: hours on a CPU, resumable

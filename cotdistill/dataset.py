@@ -287,9 +287,11 @@ def construct_cot_dataset(teacher: Teacher | Sequence[Teacher], # a teacher, or 
         finally:
             if quiet: datasets.enable_progress_bars()
     path = ArtifactCache(cache_dir).get_or_build("cot_dataset", cfg, build)
-    ds = datasets.load_from_disk(str(path / "data"))
+    pool = read_jsonl(path / "pool.jsonl")
+    ds = (datasets.load_from_disk(str(path / "data")) if any(r["kept"] for r in pool)   # an empty set saves no data file to load
+          else datasets.Dataset.from_dict({k: [] for k in ROW_FIELDS}, features=_features()))
     if not return_pool: return ds
-    return ds, pd.DataFrame(read_jsonl(path / "pool.jsonl"))
+    return ds, pd.DataFrame(pool)
 
 def _features():
     import datasets
