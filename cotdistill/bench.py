@@ -101,8 +101,10 @@ def side_by_side(a: Callable, # A: the kit's way
 
 # %% ../nbs/13_benchmarks.ipynb #be90f28b
 def _rss_bytes() -> int:
-    "Resident memory of this process (Linux; elsewhere the lifetime peak from getrusage)."
-    try: return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    "Resident anonymous memory of this process (Linux: resident minus file-backed pages, which the OS may drop at any time; elsewhere the lifetime peak from getrusage)."
+    try:
+        f = open("/proc/self/statm").read().split()
+        return (int(f[1]) - int(f[2])) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         import resource; return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
