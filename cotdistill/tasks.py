@@ -5,6 +5,7 @@
 # %% ../nbs/01_tasks.ipynb #9ea832cf
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import random
@@ -144,7 +145,7 @@ def normalize_answer(s: str | None, # an answer string ('$1,234.50', '72.0', ' -
     t = re.sub(r"^([-+]?)\s*[$€£]\s*", r"\1", t).replace(",", "").rstrip("%").strip()
     try: d = Decimal(t)
     except InvalidOperation:
-        nums = _numbers(str(s))
+        nums = [("-" if m["neg"] else "") + m["num"].replace(",", "") for m in itertools.islice(NUMBER_RE.finditer(str(s)), 2)]   # one number or not: two are enough
         if len(nums) == 1 and len(nums[0]) <= MAX_NUMBER_DIGITS: return normalize_answer(nums[0])
         return t.lower() or None
     if not d.is_finite() or len(t) > MAX_NUMBER_DIGITS + 2: return t.lower()

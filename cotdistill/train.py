@@ -232,7 +232,7 @@ class TrainConfig(Config):
     clip: float | None = hp(1.0, "clip the global gradient norm to this (None: no clipping)")
     eval_every: int = hp(0, "run eval_fn every N steps and at the end (0: only at the end)")
     log_every: int = hp(10, "write a metrics record every N steps")
-    ckpt_every: int = hp(200, "write a resumable checkpoint every N steps (0: only at the end)")
+    ckpt_every: int = hp(200, "write a resumable checkpoint every N steps (0: only at the end; -1: never, e.g. a few steps of a large model)")
     seed: int = hp(0, "seed of the data order and of torch/numpy/python randomness")
     mixed_precision: str = hp("auto", "'no', 'bf16', 'fp16' or 'auto' (bf16 on a GPU that has it for models >= 50M parameters, else no)")
     time_budget_s: float | None = hp(None, "stop (with a checkpoint) after this many seconds of training (evaluation and checkpoint time not counted)")
@@ -457,7 +457,7 @@ def train(model, # a causal LM (trained in place)
                 te = time.time()
                 last_eval = _run_eval(eval_fn, unwrapped, acc, writer, done_steps, elapsed)
                 dt = time.time() - te; t0 += dt; win_t0 += dt   # the budget, elapsed_s and tokens/s count training, not evaluation
-            if (cfg.ckpt_every and done_steps % cfg.ckpt_every == 0) or done_steps == total or budget_hit:
+            if cfg.ckpt_every >= 0 and ((cfg.ckpt_every and done_steps % cfg.ckpt_every == 0) or done_steps == total or budget_hit):
                 if acc.is_main_process:
                     tc = time.time()
                     _save_checkpoint(ckpt, unwrapped, objective, opt, sched, done_steps, elapsed, tokens, cfg, world)

@@ -55,8 +55,9 @@ def _one_step(model, data, objective, tmp_path, tokenizer=None):
     "One optimizer step of the kit's loop; returns the logged loss."
     from cotdistill.train import TrainConfig, train
     before = {n: p.detach().clone() for n, p in list(model.named_parameters())[:40]}
-    cfg = TrainConfig(max_steps=1, batch_size=2, lr=1e-4, warmup_steps=1, eval_every=0, log_every=1, ckpt_every=0, progress=False)
+    cfg = TrainConfig(max_steps=1, batch_size=2, lr=1e-4, warmup_steps=1, eval_every=0, log_every=1, ckpt_every=-1, progress=False)
     train(model, data, objective, cfg, tmp_path / "run", tokenizer=tokenizer, save_model=False)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()          # ckpt_every=-1: no gigabyte checkpoint for one step
     logs = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"loss"' in l]
     assert logs and math.isfinite(logs[-1]["loss"]), logs
     assert _changed(before, model), "no parameter changed"
