@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import os
 import platform
@@ -114,6 +115,7 @@ class PeakMemory:
     def _watch(self):
         while not self._stop.wait(self.every_s): self._peak = max(self._peak, _rss_bytes())
     def __enter__(self):
+        gc.collect()   # free garbage now: a collection inside the window would lower the baseline's memory and hide the peak
         self._base = self._peak = _rss_bytes(); self._stop = threading.Event()
         self._t = threading.Thread(target=self._watch, daemon=True); self._t.start(); return self
     def __exit__(self, *exc):
