@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-from .tasks import extract_answer
+from .tasks import Task, extract_answer
 
 # %% auto #0
 __all__ = ['COT_TRIGGER', 'ANSWER_PHRASE', 'FEW_SHOT_STOP', 'PROMPT_STYLES', 'CHAT_COT_INSTRUCTION', 'CHAT_STYLES',
@@ -150,10 +150,7 @@ class ChatTask:
         if self.style == "direct" or not (rationale or "").strip(): return f" {answer}."
         return f"{rationale.strip()}\n{ANSWER_PHRASE} {answer}."
 
-    def columns(self, rows, rationale: bool = True) -> dict[str, list[str]]:
-        rows = list(rows)
-        return {"prompt": [self.format_prompt(r["question"]) for r in rows],
-                "completion": [self.format_completion(r["rationale"] if rationale else "", r["answer"]) for r in rows]}
+    columns = Task.columns   # the training columns, built from this task's prompt and completion formats
 
     def check_rationale(self, rationale: str, question: str) -> dict: return self.task.check_rationale(rationale, question)
     def __repr__(self): return f"ChatTask({self.task!r}, style={self.style!r})"
