@@ -101,26 +101,35 @@ def side_by_side(a: Callable, # A: the kit's way
     return dict(ratio=res["A"]["median_rate"] / res["B"]["median_rate"], A=res["A"], B=res["B"], repeats=repeats)
 
 # %% ../nbs/13_benchmarks.ipynb #be90f28b
-def _rss_bytes() -> int:
-    "Resident anonymous memory of this process (Linux: resident minus file-backed pages, which the OS may drop at any time; elsewhere the lifetime peak from getrusage)."
+def _rss_bytes() -> tuple[int, int]:
+    """(resident, resident anonymous) bytes of this process.
+
+    Linux: from /proc/self/statm, anonymous = resident minus file-backed pages. Neither is right everywhere: the OS
+    may drop file-backed pages (a mapped checkpoint) and cancel an allocation in `resident`, and a sandbox that backs
+    all memory with a file (gVisor) counts every page as shared, so `anonymous` stays at 0. Elsewhere both are the
+    lifetime peak from getrusage."""
     try:
         f = open("/proc/self/statm").read().split()
-        return (int(f[1]) - int(f[2])) * os.sysconf("SC_PAGE_SIZE")
+        page = os.sysconf("SC_PAGE_SIZE")
+        return int(f[1]) * page, (int(f[1]) - int(f[2])) * page
     except (OSError, ValueError, IndexError):
-        import resource; return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        import resource
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        return peak, peak
 
 class PeakMemory:
-    "Context manager: `.peak_mb`, the largest resident memory above the starting point while inside."
+    "Context manager: `.peak_mb`, the largest rise of resident memory above the starting point while inside (the larger of the rises in resident and in anonymous memory, see `_rss_bytes`)."
     def __init__(self, every_s: float = 0.005): self.every_s, self.peak_mb = every_s, 0.0
     def _watch(self):
-        while not self._stop.wait(self.every_s): self._peak = max(self._peak, _rss_bytes())
+        while not self._stop.wait(self.every_s): self._sample()
+    def _sample(self): self._peak = tuple(map(max, self._peak, _rss_bytes()))
     def __enter__(self):
         gc.collect()   # free garbage now: a collection inside the window would lower the baseline's memory and hide the peak
         self._base = self._peak = _rss_bytes(); self._stop = threading.Event()
         self._t = threading.Thread(target=self._watch, daemon=True); self._t.start(); return self
     def __exit__(self, *exc):
-        self._stop.set(); self._t.join(); self._peak = max(self._peak, _rss_bytes())
-        self.peak_mb = round((self._peak - self._base) / 2**20, 1)
+        self._stop.set(); self._t.join(); self._sample()
+        self.peak_mb = round(max(p - b for p, b in zip(self._peak, self._base)) / 2**20, 1)
 
 # %% ../nbs/13_benchmarks.ipynb #ae77aa18
 def _without_fast_train(fn: Callable):
