@@ -106,7 +106,7 @@ def _rss_bytes() -> tuple[int, int]:
 
     Linux: from /proc/self/statm, anonymous = resident minus file-backed pages. Neither is right everywhere: the OS
     may drop file-backed pages (a mapped checkpoint) and cancel an allocation in `resident`, and a sandbox that backs
-    all memory with a file (gVisor) counts every page as shared, so `anonymous` stays at 0. Elsewhere both are the
+    all memory with a file (some container runtimes do) counts every page as shared, so `anonymous` stays at 0. Elsewhere both are the
     lifetime peak from getrusage."""
     try:
         f = open("/proc/self/statm").read().split()
