@@ -3,7 +3,7 @@
 Starts `python -m jupyterlab` (from this venv) on a free port with a random token, rooted at nbs/, and
 talks to it only through its REST API and the kernel websocket. The server always stops: the fixture's
 finalizer deletes any kernel left, then kills the server's process group. Every wait is bounded."""
-import asyncio, json, os, secrets, signal, socket, subprocess, sys, time, urllib.error, urllib.request, uuid
+import asyncio, contextlib, json, os, secrets, signal, socket, subprocess, sys, time, urllib.error, urllib.request, uuid
 from pathlib import Path
 
 import pytest
@@ -44,16 +44,16 @@ class Lab:
         return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("lab")
+@contextlib.contextmanager
+def start_lab(root: Path, tmp: Path, extra_args: tuple = (), extra_env: dict | None = None):
+    "A JupyterLab server rooted at `root` (its runtime, config and log under `tmp`); always stopped on exit."
     port, token, log = _free_port(), secrets.token_hex(16), tmp / "lab.log"
     env = dict(os.environ, HF_HUB_OFFLINE="1", JUPYTER_RUNTIME_DIR=str(tmp / "runtime"),
                JUPYTER_CONFIG_DIR=str(tmp / "config"), IPYTHONDIR=str(tmp / "ipython"), JUPYTER_PLATFORM_DIRS="1",
-               JUPYTER_TOKEN=token)  # the token goes by environment, not on the visible command line
+               JUPYTER_TOKEN=token, **(extra_env or {}))  # the token goes by environment, not on the visible command line
     cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
-           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={NBS}",
-           "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}",
+           "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", *extra_args]
     with open(log, "wb") as f:
         proc = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
     server = Lab(port, token, proc, log)
@@ -77,6 +77,11 @@ def lab(tmp_path_factory):
         try: proc.wait(10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL); proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    with start_lab(NBS, tmp_path_factory.mktemp("lab")) as server: yield server
 
 
 def test_lab_serves_the_ui(lab):
