@@ -8,7 +8,7 @@ PROFILE ?= quick
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup reproduce test check-sync nbtest pytest lab clean-cache
+.PHONY: setup reproduce report test check-sync nbtest pytest lab clean-cache
 
 setup: $(STAMP)
 
@@ -26,6 +26,9 @@ $(STAMP): settings.ini setup.py
 
 reproduce: setup
 	$(VENV)/bin/cotdistill-reproduce --profile $(PROFILE)
+
+report: setup   # rebuild reports/$(PROFILE)/summary.html from the existing report (nothing is trained)
+	$(VENV)/bin/cotdistill-reproduce --profile $(PROFILE) --report-only
 
 test: setup check-sync nbtest pytest
 

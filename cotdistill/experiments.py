@@ -36,8 +36,8 @@ from .train import TrainConfig, train
 
 # %% auto #0
 __all__ = ['EXPERIMENTS', 'ABLATIONS', 'CODI_ABLATIONS', 'QUICK_COLUMNS', 'EXPERIMENT_COLUMNS', 'GENERATED', 'Experiment',
-           'register', 'get_experiment', 'default_reports_root', 'run_experiment', 'mult_data',
-           'internalization_ablations', 'mult_baselines', 'mult_triple', 'plot_removal_curves',
+           'register', 'get_experiment', 'default_reports_root', 'run_title', 'run_experiment', 'replot_experiment',
+           'mult_data', 'internalization_ablations', 'mult_baselines', 'mult_triple', 'plot_removal_curves',
            'mult_internalization_seed', 'plot_internalization_seeds', 'codi_ablation_grid', 'run_codi_ablations',
            'codi_mult_grid', 'plot_codi_ablations', 'codi_mult_seed', 'codi_ablations_seed',
            'teacher_size_internalization', 'plot_teacher_size', 'main', 'quick_table', 'run_table', 'experiment_table',
@@ -77,6 +77,12 @@ def default_reports_root() -> Path:
 
 def _fn_name(fn: Callable) -> str: return f"{fn.__module__}.{fn.__qualname__}"
 
+def run_title(result: dict) -> str:
+    "The run a figure comes from, for its title: the experiment's name and seeds (the command that rebuilds it is in its JSON)."
+    seeds = result.get("seeds") or [r.get("seed") for r in result.get("runs", [])]
+    s = "seed" if len(seeds) == 1 else "seeds"
+    return f"the {result.get('experiment', '?')} run ({s} {', '.join(map(str, seeds))})"
+
 def run_experiment(name: str, # a registered experiment
                    out_root: str | Path | None = None, # the reports root (None: the repository's reports/)
                    smoke: bool = False, # toy size: the spec's `smoke` overrides, its first seed, results under <out_root>/smoke/
@@ -98,10 +104,23 @@ def run_experiment(name: str, # a registered experiment
                   function=_fn_name(exp.fn), kwargs=kwargs, seeds=list(seeds), runs=runs)
     out = Path(out_root or default_reports_root()) / ("smoke/" + Path(exp.out).name if smoke else exp.out)
     atomic_write_json(out, result)
-    if exp.plot is not None:
-        import matplotlib.pyplot as plt   # matplotlib only where a figure is drawn
-        exp.plot(result, out.with_suffix(".png")); plt.close("all")
+    if exp.plot is not None: _draw(exp, result, out)
     return result
+
+def _draw(exp: Experiment, result: dict, out: Path):
+    import matplotlib.pyplot as plt   # matplotlib only where a figure is drawn
+    exp.plot(result, out.with_suffix(".png")); plt.close("all")
+
+def replot_experiment(name: str, # a registered experiment with a figure
+                      out_root: str | Path | None = None, # the reports root (None: the repository's reports/)
+                     ) -> Path:
+    "Redraw a named experiment's figure from its committed result JSON (nothing is trained); return the figure's path."
+    exp = get_experiment(name)
+    out = Path(out_root or default_reports_root()) / exp.out
+    if exp.plot is None: raise ValueError(f"experiment {name!r} draws no figure")
+    if not out.exists(): raise FileNotFoundError(f"{out} is missing: run `python -m cotdistill.experiments run {name}` first")
+    _draw(exp, json.loads(out.read_text()), out)
+    return out.with_suffix(".png")
 
 # %% ../nbs/14_experiments.ipynb #f188590c
 ABLATIONS = {"no_smoothing": dict(smoothing_lambda=None), "no_reset": dict(reset_optimizer=False)}   # variant -> what it changes
@@ -254,7 +273,7 @@ def plot_removal_curves(curve, # rows with variant, removed, accuracy (mult_trip
         ax.plot(g["removed"], g["accuracy"], "o-", color=f"C{i}", label=f"stage 3: {v}")
     if explicit is not None: ax.axhline(explicit, ls=":", c="k", lw=1, label="explicit CoT (test)")
     if answer_only is not None: ax.axhline(answer_only, ls="--", c="grey", lw=1, label="answer-only (test)")
-    ax.set(xlabel="rationale tokens removed (last point: all, then final steps)", ylabel="validation accuracy", ylim=(-0.02, 1.02))
+    ax.set(xlabel="rationale tokens removed", ylabel="validation accuracy", ylim=(-0.02, 1.02))
     ax.legend(fontsize=8)
     if title: ax.set_title(title)
     return ax
@@ -312,8 +331,9 @@ def plot_internalization_seeds(result: dict, # what run_experiment returns for m
         plot_removal_curves(run["curve"], run["cot_record"]["accuracy"], ax=ax, title=f"seed {run['sizes']['seed']}")
         ax.legend(fontsize=7, loc="lower left")
     s = runs[0]["sizes"]
-    fig.suptitle(f"{s['k']} x {s['k']} multiplication, '{s['preset']}' preset: stage 3 removes {s['remove_per_stage']} token per "
-                 f"{s['steps_per_stage']:,} optimizer steps ({result['command']})", fontsize=9)
+    fig.suptitle(f"{run_title(result)}: {s['k']} x {s['k']} multiplication, '{s['preset']}' preset, stage 3 removes "
+                 f"{s['remove_per_stage']} token per {s['steps_per_stage']:,} optimizer steps\n(last point: every token removed, "
+                 f"after {s['final_steps']:,} final steps)", fontsize=9)
     fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=100, bbox_inches="tight")
     return fig
@@ -495,9 +515,8 @@ def plot_codi_ablations(result: dict, # what run_codi_ablations returns (or codi
                        ):
     "Per variant and seed: accuracy after K thoughts (with intervals), the same weights' teacher-task accuracy, and accuracy during training."
     import matplotlib.pyplot as plt
-    runs = result["runs"] if "runs" in result else [result]
+    runs = sorted(result["runs"] if "runs" in result else [result], key=lambda r: r.get("seed", 0))
     names = [r["variant"] for r in runs[0]["records"]]
-    ref = runs[0].get("reference", {})
     fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.6))
     x, w = np.arange(len(names)), 0.8 / len(runs)
     for j, run in enumerate(runs):
@@ -509,15 +528,21 @@ def plot_codi_ablations(result: dict, # what run_codi_ablations returns (or codi
             c = by[n].get("curve") or []
             if c: a3.plot([p["step"] for p in c], [p["accuracy"] for p in c], marker="o", color=f"C{k}", ls=["-", "--", ":", "-."][j % 4],
                           label=f"{n}, seed {run['seed']}")
-    if ref.get("answer_only_accuracy") is not None:
-        for a in (a1, a3): a.axhline(ref["answer_only_accuracy"], color="k", ls=":", lw=1, label="answer_only (floor)")
-    if ref.get("cot_sft_accuracy") is not None: a2.axhline(ref["cot_sft_accuracy"], color="k", ls="--", lw=1, label="cot_sft (the start)")
+    for j, run in enumerate(runs):   # each seed's own floor and start (a seed may lack one: its line is left out)
+        ref, s = run.get("reference", {}), f", seed {run['seed']}" if len(runs) > 1 else ""
+        if ref.get("answer_only_accuracy") is not None:
+            for a in (a1, a3): a.axhline(ref["answer_only_accuracy"], color=f"C{j}", ls=":", lw=1, label=f"answer_only (floor){s}")
+        if ref.get("cot_sft_accuracy") is not None:
+            a2.axhline(ref["cot_sft_accuracy"], color=f"C{j}", ls="--", lw=1, label=f"cot_sft (the start){s}")
     a1.set_title("CODI: K thoughts, then the answer", fontsize=9); a2.set_title("same weights, written rationale (teacher task)", fontsize=9)
-    a3.set_title("CODI accuracy during training", fontsize=9); a3.set_xlabel("step")
+    a3.set_title("CODI accuracy during training", fontsize=9); a3.set_xlabel("CODI optimizer step")
     for a in (a1, a2): a.set_xticks(x, names)
     a1.set_ylabel("accuracy"); a2.set_ylim(0, 1.05)
     for a in (a1, a2, a3): a.legend(fontsize=7)
-    fig.suptitle(f"CODI ablations from cot_sft: {runs[0].get('steps')} steps each, {runs[0].get('n_eval')} test problems", fontsize=10)
+    start = (f"on {runs[0]['k']} x {runs[0]['k']} multiplication, from an explicit-CoT model" if runs[0].get("kind") == "codi_mult"
+             else "from the quick run's cot_sft student")
+    fig.suptitle(f"{run_title(result)}: CODI and two ablations {start}, {runs[0].get('steps'):,} steps each, "
+                 f"{runs[0].get('n_eval'):,} test problems", fontsize=10)
     fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=120, bbox_inches="tight")
     return fig
@@ -581,7 +606,8 @@ def plot_teacher_size(result: dict, path: str | Path | None = None):
     "The teacher-size model's stage-3 curve (validation accuracy and rationale length against steps)."
     import pandas as pd
     run = result["runs"][0]
-    axes = plot_curriculum(pd.DataFrame(run["curve"]), title=f"teacher-size model ({run['n_params']:,} parameters), stage 3 at the quick schedule")
+    axes = plot_curriculum(pd.DataFrame(run["curve"]), title=f"{run_title(result)}: the teacher-size model ({run['n_params']:,} parameters), "
+                                                            "stage 3 at the quick schedule")
     fig = np.atleast_1d(axes)[0].figure
     if path is not None: fig.savefig(path, dpi=100, bbox_inches="tight")
     return fig
@@ -608,12 +634,25 @@ register(Experiment("teacher-size", teacher_size_internalization, seeds=(0,), ou
                     plot=plot_teacher_size, doc="the quick stage-3 schedule on a teacher-size model (the committed teacher's weights)"))
 
 # %% ../nbs/14_experiments.ipynb #f15ce1eb
+def _plot_command(names: list[str], out: str | None) -> int:
+    "`plot [NAMES]`: redraw figures from committed results; with no names every experiment that has both."
+    root = Path(out or default_reports_root())
+    todo = names or [e.name for e in EXPERIMENTS.values() if e.plot is not None and (root / e.out).exists()]
+    import matplotlib; matplotlib.use("Agg")
+    for n in todo:
+        try: print(f"{n}: redrawn -> {replot_experiment(n, root)}")
+        except (KeyError, ValueError, FileNotFoundError) as e: print(f"error: {e.args[0]}", file=sys.stderr); return 2
+    return 0
+
 def main(argv: list[str] | None = None) -> int:
-    "`python -m cotdistill.experiments list | run NAME [--smoke] [--seeds ...] [--out DIR]`."
+    "`python -m cotdistill.experiments list | readme | plot [NAMES] | run NAME [--smoke] [--seeds ...] [--out DIR]`."
     ap = argparse.ArgumentParser(prog="python -m cotdistill.experiments", description="Run the kit's named experiments into reports/.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="the named experiments")
     sub.add_parser("readme", help="rewrite README.md's generated tables from the committed results")
+    pl = sub.add_parser("plot", help="redraw named experiments' figures from their committed JSON (no training)")
+    pl.add_argument("names", nargs="*", help="experiments to redraw (default: every one with a figure and a result)")
+    pl.add_argument("--out", default=None, help="the reports root (default: the repository's reports/)")
     run = sub.add_parser("run", help="run one named experiment (cached per seed; a rerun resumes)")
     run.add_argument("name"); run.add_argument("--smoke", action="store_true", help="toy size, results under <out>/smoke/")
     run.add_argument("--seeds", type=int, nargs="+", default=None, help="these seeds instead of the experiment's")
@@ -624,6 +663,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.cmd == "readme":
         print("README.md: tables rebuilt" if update_readme() else "README.md: tables already up to date"); return 0
+    if a.cmd == "plot": return _plot_command(a.names, a.out)
     try: get_experiment(a.name)
     except KeyError as e: print(f"error: {e.args[0]}", file=sys.stderr); return 2
     import matplotlib; matplotlib.use("Agg")

@@ -544,7 +544,7 @@ def plot_grpo(logs: dict[str, list[dict]] | list[dict] | str | Path, # one run's
             x, y = map(np.array, zip(*pts))
             if smooth > 1 and len(y) >= smooth: y = np.convolve(y, np.ones(smooth) / smooth, "valid"); x = x[smooth - 1:]
             ax.plot(x, y, label=name or None)
-        ax.set_title(key); ax.set_xlabel("step")
+        ax.set_title(key); ax.set_xlabel("optimizer step")
         if name and len(runs) > 1: ax.legend(fontsize=8)
     return axes
 

@@ -430,7 +430,7 @@ def plot_curriculum(curve: pd.DataFrame, # from curriculum_curve
         for i, (st, g) in enumerate(curve.groupby(curve["stage"].str[0], sort=False)):
             ax.plot(g["step"], g[key], "o-", color=f"C{i}", label=f"stage {st}")
         for x in curve.groupby(curve["stage"].str[0], sort=False)["step"].max().tolist()[:-1]: ax.axvline(x, ls="--", c="grey", lw=0.8)
-        ax.set(xlabel="training step (all stages)", ylabel=lab); ax.legend(fontsize=8)
+        ax.set(xlabel="optimizer step (all stages)", ylabel=lab); ax.legend(fontsize=8)
     axes[0].set_ylim(-0.02, 1.02)
-    if title: axes[0].set_title(title)
+    if title: axes[0].figure.suptitle(title, fontsize=10)
     return axes

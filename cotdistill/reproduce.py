@@ -18,12 +18,13 @@ from typing import Any
 
 from .core import PROFILE_NAMES, atomic_write, atomic_write_json, check_profile, read_jsonl
 from .metrics import markdown_table, records_table, targets_table
-from .records import check_record, pair_records, portable_path
+from .records import check_record, pair_records, portable_path, repo_root
 
 # %% auto #0
-__all__ = ['REPORT_PROFILES', 'STAGES', 'STAGE_NAMES', 'PROFILE_STAGES', 'OWN_STAGES', 'METHOD_COLUMNS', 'Stage', 'find_nbs_dir',
-           'default_stages', 'plan_stages', 'notebook_parameters', 'check_parameters', 'environment', 'StageFailed',
-           'run_notebook', 'to_html', 'expand_grid', 'reproduce', 'collect_metrics', 'write_summary', 'main']
+__all__ = ['REPORT_PROFILES', 'STAGES', 'STAGE_NAMES', 'PROFILE_STAGES', 'OWN_STAGES', 'REPORT_HTML', 'METHOD_COLUMNS', 'Stage',
+           'find_nbs_dir', 'default_stages', 'plan_stages', 'notebook_parameters', 'check_parameters', 'environment',
+           'StageFailed', 'run_notebook', 'to_html', 'expand_grid', 'reproduce', 'report_param', 'keep_report_html',
+           'rebuild_report', 'collect_metrics', 'write_summary', 'main']
 
 # %% ../nbs/12_reproduce.ipynb #9e0fd42d
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ def reproduce(profile: str = "quick", # smoke | course | quick | paper | real | 
         for s in plan:
             declared = notebook_parameters(nbs_dir / s.notebook)
             params = {"profile": profile, **combo}
-            if "report_dir" in declared: params["report_dir"] = str(sub)
+            if "report_dir" in declared: params["report_dir"] = report_param(sub, nbs_dir) if s.name == "summary" else str(sub)
             params = {k: v for k, v in params.items() if k in declared or k in combo}
             check_parameters(declared, params, s.notebook)
             jobs.append((s, sub, params))
@@ -232,13 +233,46 @@ def reproduce(profile: str = "quick", # smoke | course | quick | paper | real | 
     for s, sub, params in (bar := tqdm(jobs, desc="notebooks", unit="nb")):
         bar.set_postfix_str(s.notebook)
         shown = {**params, **({"report_dir": portable_path(params["report_dir"], report)} if "report_dir" in params else {})}   # run.json: portable
-        try: records.append({"stage": s.name, **run_notebook(nbs_dir / s.notebook, sub / "notebooks", params, html=html), "parameters": shown})
+        try:
+            records.append({"stage": s.name, **run_notebook(nbs_dir / s.notebook, sub / "notebooks", params, html=html), "parameters": shown})
+            if s.name == "summary" and html: keep_report_html(sub / "notebooks", sub)
         except StageFailed as e:
             failures.append(str(e)); records.append({"stage": s.name, "notebook": s.notebook, "failed": str(e), "parameters": shown})
             print(f"FAILED: {e}", file=sys.stderr)
             if not keep_going: break
         finally: record(False)
     return record(True)
+
+def report_param(report: Path, nbs_dir: Path) -> str:
+    "The report directory as the summary notebook is given it: relative to the notebooks when both are in one repository (the page names no machine's path)."
+    report, nbs_dir = Path(report).resolve(), Path(nbs_dir).resolve()
+    root = repo_root(nbs_dir)
+    return os.path.relpath(report, nbs_dir) if root and report.is_relative_to(root) else str(report)
+
+REPORT_HTML = "summary.html"   # the executed report, kept beside summary.md (the notebooks/ copies are not committed)
+
+def keep_report_html(executed_dir: Path, # where run_notebook wrote 12b_summary.html
+                     report: Path, # the report directory
+                    ) -> Path:
+    "Copy the executed summary notebook's HTML to `<report>/summary.html`."
+    import shutil
+    src = executed_dir / "12b_summary.html"
+    if not src.exists(): raise FileNotFoundError(f"{src} is missing: the summary notebook wrote no HTML")
+    shutil.copyfile(src, report / REPORT_HTML)
+    return report / REPORT_HTML
+
+def rebuild_report(report: str | Path, # an existing report directory (e.g. reports/quick)
+                   nbs_dir: str | Path | None = None, # the notebooks (default: found from the package or cwd)
+                  ) -> Path:
+    "Execute the summary notebook on an existing report and write `<report>/summary.html`; run.json, metrics.json and summary.md stay as they are."
+    import tempfile
+    report = Path(report).resolve()
+    if not (report / "run.json").exists(): raise FileNotFoundError(f"{report / 'run.json'} is missing: {report} is not a report directory")
+    nb = (Path(nbs_dir) if nbs_dir else find_nbs_dir()) / "12b_summary.ipynb"
+    profile = json.loads((report / "run.json").read_text()).get("profile", report.name)
+    with tempfile.TemporaryDirectory() as d:
+        run_notebook(nb, Path(d), {"profile": profile, "report_dir": report_param(report, nb.parent)}, html=True)
+        return keep_report_html(Path(d), report)
 
 def _check_writable(d: Path):
     try: d.mkdir(parents=True, exist_ok=True)
@@ -306,10 +340,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print and validate the plan, run nothing")
     ap.add_argument("--keep-going", action="store_true", help="continue after a failing notebook")
     ap.add_argument("--no-html", action="store_true", help="skip the HTML copies")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: execute the summary notebook on the existing <out>/<profile>/ and write its summary.html")
     ap.add_argument("--nbs", default=None, help="the notebooks' directory (default: the kit's nbs/, found from the package or cwd)")
     ap.add_argument("--lessons", choices=("yes", "no"), default=None,
                     help="run the lesson-only notebooks a named stage needs (default: no at quick/paper/full, yes at smoke/course)")
     a = ap.parse_args(argv)
+    if a.report_only:
+        try: print(f"report rebuilt -> {rebuild_report(Path(a.out) / a.profile, a.nbs)}"); return 0
+        except (FileNotFoundError, StageFailed) as e: print(f"cotdistill-reproduce: error: {e}", file=sys.stderr); return 2
     try:
         run = reproduce(a.profile, a.stages, a.grid, a.out, a.dry_run, a.keep_going, not a.no_html, nbs_dir=a.nbs,
                         lessons=None if a.lessons is None else a.lessons == "yes")

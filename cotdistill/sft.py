@@ -384,7 +384,7 @@ def plot_methods(logs: dict[str, str | Path | list[dict]], # method -> its metri
         recs = read_jsonl(log) if isinstance(log, (str, Path)) else list(log)
         pts = [(r["step"], r[key]) for r in recs if isinstance(r.get(key), (int, float))]
         if pts: ax.plot(*zip(*pts), "o-", color=f"C{i}", label=m)
-    ax.set(xlabel="training step", ylabel=key.replace("eval_", "validation "), ylim=(-0.02, 1.02))
+    ax.set(xlabel="optimizer step", ylabel=key.replace("eval_", "validation "), ylim=(-0.02, 1.02))
     ax.legend(fontsize=8, loc="best")
     if title: ax.set_title(title)
     return ax

@@ -535,7 +535,7 @@ def plot_curves(log: str | Path | list[dict], # metrics.jsonl (or its records)
     for k in keys:
         pts = [(r["step"], r[k]) for r in recs if r.get(k) is not None]
         if pts: ax.plot(*zip(*pts), label=k)
-    ax.set_xlabel("step"); ax.set_yscale("log"); ax.set_ylabel(", ".join(keys))
+    ax.set_xlabel("optimizer step"); ax.set_yscale("log"); ax.set_ylabel(", ".join(keys))
     ev = eval_keys if eval_keys is not None else sorted({k for r in recs for k in r if k.startswith("eval_")})
     if ev:
         ax2 = ax.twinx()

@@ -30,8 +30,8 @@ def _env(cache: Path) -> dict:
             "TOKENIZERS_PARALLELISM": "false"}
 
 
-def _cmd(out: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "cotdistill.reproduce", "--profile", "smoke", "--out", str(out), "--no-html", *args]
+def _cmd(out: Path, *args: str, html: bool = False) -> list[str]:
+    return [sys.executable, "-m", "cotdistill.reproduce", "--profile", "smoke", "--out", str(out), *([] if html else ["--no-html"]), *args]
 
 
 ALL_METHODS = {"teacher", "answer_only", "cot_sft", "cot_sft_unfiltered", "cot_sft_consistency", "step_by_step", "gkd",
@@ -45,7 +45,7 @@ def runs(tmp_path_factory):
     t0 = time.time()
     args = {"full": (), "A": ("--stages", *SUBSET), "B": ("--stages", *SUBSET)}
     logs = {k: (open(root / f"{k}.out", "w"), open(root / f"{k}.err", "w")) for k in args}  # files: no pipe fills up
-    procs = {k: subprocess.Popen(_cmd(root / k, *a), env=_env(root / f"cache{k}"), stdout=logs[k][0], stderr=logs[k][1])
+    procs = {k: subprocess.Popen(_cmd(root / k, *a, html=k == "full"), env=_env(root / f"cache{k}"), stdout=logs[k][0], stderr=logs[k][1])
              for k, a in args.items()}
     for p in procs.values(): p.wait(timeout=1800)
     for o, e in logs.values(): o.close(); e.close()
@@ -92,6 +92,37 @@ def test_smoke_profile_end_to_end(runs):
     assert any("image/png" in o.get("data", {}) for c in s.cells if c.cell_type == "code" for o in c.get("outputs", []))
     run = json.loads((rep / "run.json").read_text())
     print(f"smoke profile: {run['total_seconds']:.0f} s for {len(run['notebooks'])} notebooks (side by side with the subset runs)")
+    # the report page is kept beside summary.md: the targets table, a sentence per method, the limits, the figures inline
+    page = (rep / "summary.html").read_text()
+    for part in ("Every method against the targets", "What each method shows", "The limits of this run", "**cot_sft**", "data:image/png"):
+        assert part in page or part.replace("**", "<strong>", 1).replace("**", "</strong>") in page, part
+
+
+def test_committed_report_page_matches_its_metrics():
+    "reports/quick/summary.html is the report of the committed metrics.json: every record's sentence with its accuracy; no machine path."
+    rep = Path(__file__).resolve().parents[1] / "reports" / "quick"
+    page, metrics = (rep / "summary.html").read_text(), json.loads((rep / "metrics.json").read_text())
+    for m in metrics:
+        assert f"<strong>{m['method']}</strong>" in page and f"{100 * m['accuracy']:.1f}%" in page, m["method"]
+    assert "report directory: reports/quick" in page and str(rep.parents[1]) not in page
+
+
+def test_report_only_rebuilds_the_page_and_nothing_else(runs):
+    "`--report-only` executes the summary on an existing report: summary.html appears, run.json and metrics.json are untouched."
+    rep = runs["A"]["report"]
+    before = {n: (rep / n).read_bytes() for n in ("run.json", "metrics.json", "summary.md")}
+    assert not (rep / "summary.html").exists()   # the subset ran with --no-html
+    r = subprocess.run([sys.executable, "-m", "cotdistill.reproduce", "--profile", "smoke", "--out", str(rep.parent), "--report-only"],
+                       env=_env(rep.parent / "cache-report"), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "What each method shows" in (rep / "summary.html").read_text()
+    assert {n: (rep / n).read_bytes() for n in before} == before
+
+
+def test_report_only_names_a_missing_report(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "cotdistill.reproduce", "--profile", "smoke", "--out", str(tmp_path), "--report-only"],
+                       env=_env(tmp_path / "cache"), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "run.json is missing" in r.stderr and "not a report directory" in r.stderr, r.stderr
 
 
 # timing fields differ between runs, and paths name each run's own directories
