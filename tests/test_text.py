@@ -96,3 +96,21 @@ def test_index_and_readme_list_the_same_notebooks():
     on_disk = {p.stem for p in (ROOT / "nbs").glob("[0-9]*.ipynb")}
     assert readme == on_disk, (on_disk - readme, readme - on_disk)
     assert {s for s in on_disk if not re.match(r"^\d\d[a-z]_", s)} <= idx, on_disk - idx
+
+
+def test_the_readme_findings_agree_with_the_quick_records():
+    "The README's sentences about the quick run (prose, so not generated) hold for reports/quick/metrics.json."
+    m = {r["method"]: r for r in json.loads((REPORTS / "quick" / "metrics.json").read_text())}
+    text = (ROOT / "README.md").read_text()
+    a, c, u, g = m["answer_only"], m["cot_sft"], m["cot_sft_unfiltered"], m["grpo"]
+    assert "rationales a third as long as the teacher's" in text and 0.28 <= c["length_ratio"] <= 0.4
+    assert c["accuracy"] / c["teacher_accuracy"] > 0.9 and a["p_vs_control"] < 0.05                     # nearly all kept; the floor far below
+    assert "for twice the steps" in text and 1.8 <= a["steps"] / c["steps"] <= 2.2
+    assert "less accurate than\n  `cot_sft` (its `p_vs_control`)" in text and u["accuracy"] < c["accuracy"] and u["p_vs_control"] < 0.05
+    assert "nearly as long as the teacher's" in text and u["length_ratio"] > 0.85
+    assert "no significant change in accuracy (`p_vs_start`)" in text and g["p_vs_start"] >= 0.05 and g["start"] == "cot_sft_unfiltered"
+    assert "down to `cot_sft`'s length" in text and abs(g["rationale_tokens"] - c["rationale_tokens"]) / c["rationale_tokens"] < 0.1
+    p = m["progressive"]
+    assert "below it in the paired test (`p_vs_control`)" in text and p["accuracy"] < c["accuracy"] and p["p_vs_control"] < 0.05
+    for x in ("cot_sft_consistency", "gkd", "step_by_step"): assert m[x]["accuracy"] < 0.1, x                     # "stay at the floor"
+    for x in ("internalized", "codi"): assert m[x]["p_vs_floor"] >= 0.05, x                                       # "at the answer-only level"
