@@ -82,7 +82,7 @@ def test_the_dataset_caption_facts():
 def test_report_files_the_text_points_at_exist():
     missing = []
     for name, t in _texts(prose_only=True):
-        for m in re.finditer(r"(?:\.\./)?(reports/[A-Za-z0-9_./-]+\.(?:png|json|jsonl|md|csv|py))", t):
+        for m in re.finditer(r"(?:\.\./)?(reports/[A-Za-z0-9_./-]+\.(?:png|json|jsonl|md|csv|py|html))", t):
             p = m.group(1)
             if "<" in p or "{" in p or "smoke" in p or re.search(r"/(runs|records|logs|notebooks|students|datasets)/", p): continue   # run outputs the repository ignores
             if not (ROOT / p).exists(): missing.append(f"{name}: {p}")
