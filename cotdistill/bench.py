@@ -117,6 +117,13 @@ def _rss_bytes() -> tuple[int, int]:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
         return peak, peak
 
+def _trim_heap():
+    "Return the C heap's free pages to the OS (glibc's malloc_trim; a no-op where there is no glibc)."
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError): pass
+
 class PeakMemory:
     "Context manager: `.peak_mb`, the largest rise of resident memory above the starting point while inside (the larger of the rises in resident and in anonymous memory, see `_rss_bytes`)."
     def __init__(self, every_s: float = 0.005): self.every_s, self.peak_mb = every_s, 0.0
@@ -125,6 +132,7 @@ class PeakMemory:
     def _sample(self): self._peak = tuple(map(max, self._peak, _rss_bytes()))
     def __enter__(self):
         gc.collect()   # free garbage now: a collection inside the window would lower the baseline's memory and hide the peak
+        _trim_heap()   # and hand freed heap pages back: an allocation reusing them would otherwise not raise resident memory
         self._base = self._peak = _rss_bytes(); self._stop = threading.Event()
         self._t = threading.Thread(target=self._watch, daemon=True); self._t.start(); return self
     def __exit__(self, *exc):
