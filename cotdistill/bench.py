@@ -22,8 +22,15 @@ from typing import Callable, Sequence
 import torch
 
 from .core import atomic_write, atomic_write_json, check_profile, profile_section, set_seed
-from .models import build_tokenizer, make_model
+from .models import build_tokenizer, count_params, cpu_threads_for, load_model, load_tokenizer, make_model
 from .tasks import get_task
+from .train import encode_sft
+from .sft import bench_data, run_kit_pass, run_trl_pass
+from .grpo import bench_grpo_vs_trl
+from .evaluate import generate_batched
+from .offline_teacher import ASSET_DIR, load_offline_teacher, offline_teacher_info
+from .codi import codi_generate, make_projection
+from .reproduce import find_nbs_dir, run_notebook, StageFailed, STAGES
 
 # %% auto #0
 __all__ = ['RECORD_KEYS', 'MODEL_FILES', 'TRAIN_PARTS', 'QUICK_BUDGET_S', 'COURSE_BUDGET_S', 'machine', 'make_record', 'passes',
@@ -151,8 +158,6 @@ def _run_hf_trainer(model, tokenizer, data, batch_size, lr, warmup, seed, mode: 
     "(seconds, non-pad tokens) of one pass of transformers' Trainer: 'flatten' (padding-free) or 'grouped' (length-grouped padded batches)."
     import contextlib, io, datasets, transformers
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainingArguments
-    from cotdistill.models import cpu_threads_for
-    from cotdistill.train import encode_sft
     enc = encode_sft(tokenizer, data["prompt"], data["completion"])
     tokens = sum(map(len, enc["input_ids"]))
     with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()):
@@ -195,9 +200,6 @@ def bench_sft(preset: str = "student", # the model preset (the same initial weig
              ) -> list[dict]:
     "Non-pad training tokens/s of the kit's loop vs HF Trainer and vs TRL SFTTrainer (its best mode): two records."
     import datasets
-    from cotdistill.models import build_tokenizer, count_params, make_model
-    from cotdistill.sft import bench_data, run_kit_pass, run_trl_pass
-    from cotdistill.tasks import get_task
     task = get_task("arith")
     data = bench_data(task, n_examples, seed)
     tok = build_tokenizer(list(task.vocabulary_texts()) + data["prompt"] + data["completion"])
@@ -267,8 +269,6 @@ def bench_flops(preset: str = "teacher", # the model preset whose training is me
                 seed: int = 0,
                ) -> dict:
     "Achieved training FLOP/s of the kit's loop as a share of the machine's fp32 GEMM FLOP/s (same threads)."
-    from cotdistill.models import cpu_threads_for
-    from cotdistill.sft import bench_data, run_kit_pass
     task = get_task("arith")
     data = bench_data(task, n_examples, seed)
     tok = build_tokenizer(list(task.vocabulary_texts()) + data["prompt"] + data["completion"])
@@ -307,7 +307,6 @@ def bench_grpo(Gs: Sequence[int] = (4, 8), # group sizes
                seed: int = 0,
               ) -> list[dict]:
     "GRPO seconds per step, TRL's GRPOTrainer / the kit's objective, for each G: records with peak memory."
-    from cotdistill.grpo import bench_grpo_vs_trl
     recs, n0, env = [], torch.get_num_threads(), os.environ.get("COTDISTILL_THREADS")
     if env: torch.set_num_threads(int(env))                  # TRL too runs on the threads the kit is given
     for G in Gs:
@@ -321,7 +320,6 @@ def bench_grpo(Gs: Sequence[int] = (4, 8), # group sizes
 # %% ../nbs/13_benchmarks.ipynb #9cb7d93b
 def _hf_generate_loop(model, tokenizer, prompts, max_new_tokens) -> None:
     "The naive baseline: model.generate on one prompt at a time (greedy, KV cache, stops at eos)."
-    from cotdistill.models import cpu_threads_for
     with torch.no_grad(), cpu_threads_for(model):
         for p in prompts:
             ids = tokenizer(p, return_tensors="pt")
@@ -334,9 +332,6 @@ def bench_generate_batched(n_problems: int = 500, # problems for the batched sid
                            repeats: int = 3, # rounds of A B
                           ) -> list[dict]:
     "Problems/s of generate_batched vs a per-example model.generate loop (the offline teacher), and batch-1 latency."
-    from cotdistill.evaluate import generate_batched
-    from cotdistill.offline_teacher import ASSET_DIR, offline_teacher_info
-    from cotdistill.models import load_model, load_tokenizer
     model, tok = load_model(ASSET_DIR).eval(), load_tokenizer(ASSET_DIR)
     task = get_task("arith", **offline_teacher_info(ASSET_DIR)["config"]["task"])
     rows = task.splits(seed=1, n_train=1, n_validation=1, n_test=max(n_problems, n_loop))["test"].to_list()
@@ -380,8 +375,6 @@ def bench_generate_methods(preset: str = "student", # the same size for every me
                            seed: int = 0,
                           ) -> list[dict]:
     "Problems/s of explicit CoT vs CODI (K thoughts + answer) and vs answer-only/internalized, same model size."
-    from cotdistill.codi import codi_generate, make_projection
-    from cotdistill.evaluate import generate_batched
     task = get_task("arith")
     rows = task.splits(seed=seed, n_train=1, n_validation=1, n_test=n_problems)["test"].to_list()
     prompts = [task.format_prompt(r["question"]) for r in rows]
@@ -419,9 +412,6 @@ def bench_scaling(sizes: Sequence[str] = ("tiny", "student", "small", "teacher")
                   seed: int = 0,
                  ) -> list[dict]:
     "Per preset: parameters, bytes on disk, training tokens/s and seconds per problem at each rationale length."
-    from cotdistill.evaluate import generate_batched
-    from cotdistill.models import count_params
-    from cotdistill.sft import bench_data, run_kit_pass
     task = get_task("arith")
     data = bench_data(task, n_train, seed)
     prompts = data["prompt"][:n_problems]
@@ -497,7 +487,6 @@ def _sampler(teacher, questions, temperature: float, max_new_tokens: int, seed: 
     return f
 
 def _sampling_questions(n_prompts: int):
-    from cotdistill.offline_teacher import load_offline_teacher
     teacher = load_offline_teacher(use_cache=False, progress=False)
     qs = [r["question"] for r in teacher.task.splits(seed=5, n_train=n_prompts, n_validation=1, n_test=1)["train"].to_list()][:n_prompts]
     return teacher, qs
@@ -568,7 +557,6 @@ def time_course_notebooks(nbs_dir: str | Path, # the kit's nbs/
                           names: Sequence[str] | None = None, # notebook file names (None: every stage of cotdistill.reproduce.STAGES)
                          ) -> list[dict]:
     "Run course-size notebooks with papermill (into a temp dir) within a budget: one record each, plus the unreached."
-    from cotdistill.reproduce import STAGES, StageFailed, run_notebook
     names = list(names or [s.notebook for s in STAGES])
     recs, t0 = [], time.time()
     with tempfile.TemporaryDirectory() as d:
@@ -664,7 +652,6 @@ def run_benchmarks(profile: str = "quick", # the profile whose "bench" section s
                    html: bool = False, # also write the executed notebook's HTML
                   ) -> list[dict]:
     "Execute 13_benchmarks.ipynb with papermill into `out`; return the records it wrote."
-    from cotdistill.reproduce import find_nbs_dir, run_notebook
     check_profile(profile)
     nbs = Path(nbs_dir) if nbs_dir else find_nbs_dir()
     out = Path(out).resolve(); out.mkdir(parents=True, exist_ok=True)

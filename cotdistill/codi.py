@@ -23,7 +23,8 @@ from transformers import DynamicCache
 from .core import atomic_write_json
 from .evaluate import cache_kwarg, eos_ids, evaluate_model, fast_decoder, fast_prefill
 from .losses import IGNORE_INDEX, token_cross_entropy
-from .models import cpu_threads_for
+from .models import cpu_threads_for, load_model, load_tokenizer
+from .metrics import score_records, summarize
 
 # %% auto #0
 __all__ = ['DISTILL_KINDS', 'split_completion', 'encode_codi', 'make_projection', 'Rollout', 'left_pad', 'latent_rollout',
@@ -332,7 +333,6 @@ def codi_metrics(model, # a causal LM trained with CODIObjective
                  **kw, # more evaluate_codi options (batch_size, max_new_tokens)
                 ) -> tuple[list[dict], dict]:
     "Records and the `metrics.json` record (method 'codi', the record schema's fields) of a CODI model, like `metrics.evaluate`."
-    from cotdistill.metrics import score_records, summarize
     recs, s = evaluate_codi(model, objective.projection, tokenizer, task, dataset, K=objective.K, n=n, **kw)
     rows = [dataset[i] for i in range(len(recs))]
     for r, row in zip(recs, rows): r.update(n_steps=row.get("n_steps"), split=split, seed=seed, method="codi")
@@ -367,7 +367,6 @@ def load_codi(path: str | Path, # a folder written by save_codi
               device: str | None = None, # where to put the model (None: cpu)
              ):
     "(model, tokenizer, objective) from a folder written by `save_codi`."
-    from cotdistill.models import load_model, load_tokenizer
     path = Path(path)
     if not (path / "codi.json").exists(): raise FileNotFoundError(f"{path} has no codi.json: not written by save_codi")
     obj = CODIObjective(**json.loads((path / "codi.json").read_text()))

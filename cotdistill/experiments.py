@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .codi import CODIObjective, codi_eval_fn, codi_metrics, encode_codi, evaluate_codi
-from .core import ArtifactCache, atomic_write_json, read_jsonl
+from .core import ArtifactCache, atomic_write, atomic_write_json, profile_section, read_jsonl, set_seed
 from .evaluate import evaluate_model, make_eval_fn
 from .metrics import compare, records_table
 from .models import build_tokenizer, count_params, load_model, make_model
@@ -32,7 +32,7 @@ from .progressive import (curriculum_curve, internalization_data, internalize, m
                                     removal_schedule)
 from .records import load_method_outputs, portable_path, repo_root
 from .tasks import default_data_dir, get_task
-from .train import TrainConfig, train
+from .train import train, TrainConfig
 
 # %% auto #0
 __all__ = ['EXPERIMENTS', 'ABLATIONS', 'CODI_ABLATIONS', 'QUICK_COLUMNS', 'EXPERIMENT_COLUMNS', 'GENERATED', 'Experiment',
@@ -343,13 +343,11 @@ CODI_ABLATIONS = {"default": {}, "gamma0": {"gamma": 0.0}, "no_projection": {"pr
 
 def _last_losses(metrics_path) -> dict:
     "The last logged training record's loss and its parts (means over the last logging window)."
-    from cotdistill.core import read_jsonl
     recs = [r for r in read_jsonl(metrics_path) if "loss" in r] if Path(metrics_path).exists() else []
     return {k: recs[-1][k] for k in ("loss", "ce_student", "distill", "ce_teacher") if recs and k in recs[-1]}
 
 def _paired(rec: dict, recs, ref_recs, ref: str, n_boot: int, seed: int, full: bool = False):
     "Add the paired comparison of `recs` against `ref_recs` (the same problems) to `rec` as diff_vs_{ref}, diff_ci_vs_{ref}, p_mcnemar_vs_{ref}."
-    from cotdistill.metrics import compare
     c = compare(recs, ref_recs, names=(rec["variant"], ref), n_boot=n_boot, seed=seed)
     keys = ("diff", "diff_ci", "p_mcnemar") + (("p_bootstrap", "n10", "n01") if full else ())
     rec.update({f"{k}_vs_{ref}": c[k] for k in keys})
@@ -373,8 +371,6 @@ def codi_ablation_grid(start_model: Callable[[], nn.Module], # returns a fresh c
                        log: Callable | None = print, # progress lines (None: silent)
                       ) -> tuple[list[dict], dict[str, list[dict]]]:
     "Train and evaluate CODI variants from the same start, data, steps, lr and seed: (one record per variant, per-problem records per variant)."
-    from cotdistill.core import read_jsonl, set_seed
-    from cotdistill.train import TrainConfig, train
     variants = dict(CODI_ABLATIONS if variants is None else variants)
     if not variants: raise ValueError("codi_ablation_grid: no variants")
     base = dict(dict(K=6, gamma=1.0, alpha=1.0, loss="smooth_l1", projection=True), **(base or {}))
@@ -571,7 +567,6 @@ def teacher_size_internalization(seed: int = 0, # data order
                                  n_boot: int = 2000, # bootstrap resamples
                                 ) -> dict:
     "The committed teacher fine-tuned as an explicit-CoT model, then stage 3 at the profile's schedule: records, curve and the paired test."
-    from cotdistill.core import profile_section
     R = default_reports_root() / report
     P, PT, PD = (profile_section(profile, s) for s in ("progressive", "tasks", "dataset"))
     task = offline_teacher_task()
@@ -779,7 +774,6 @@ def update_readme(readme: str | Path | None = None, # the README (None: the repo
                   root: str | Path | None = None, # the reports root (None: the repository's reports/)
                  ) -> bool:
     "Rewrite the README's generated tables from the committed results; True when it changed."
-    from cotdistill.core import atomic_write
     readme = Path(readme) if readme else repo_root() / "README.md"
     old = readme.read_text(); new = fill_generated(old, Path(root) if root else default_reports_root())
     if new != old: atomic_write(readme, new)

@@ -25,6 +25,9 @@ from torch import Tensor
 
 from .core import Config, hp, read_jsonl
 from .evaluate import eos_ids, generate_one_batch
+from .tasks import answers_match
+from .models import build_tokenizer, load_model, make_model
+from .train import train, TrainConfig
 
 # %% auto #0
 __all__ = ['SCALE_REWARDS', 'GRPO_LOSS_TYPES', 'MASK_LEVELS', 'GRPO_COLUMNS', 'check_num_generations', 'group_advantages',
@@ -208,7 +211,6 @@ def _lengths(completions, completion_ids) -> list[int]:
 def correctness_reward(task, # a cotdistill Task (its parser reads the answer)
                       ) -> Callable:
     "Reward 1.0 when the completion's answer matches the `answer` column, else 0.0."
-    from cotdistill.tasks import answers_match
     def correctness(completions, answer, **kw) -> list[float]:
         return [float(answers_match(task.parse_completion(c)[1], a)) for c, a in zip(completions, answer)]
     return correctness
@@ -571,8 +573,6 @@ def _kit_grpo_step_times(tk, texts, reward, init: Path, G: int, n_prompts: int, 
                          seed: int, profile: bool = False) -> tuple[list[float], dict]:
     "Seconds of each of the kit's GRPO steps (GRPOObjective in `train`), from the same weights; with profile, where a step's time went."
     import cProfile, pstats
-    from cotdistill.models import load_model
-    from cotdistill.train import TrainConfig, train
     ours = []
     class Clock(GRPOObjective):
         def on_step(self, step):
@@ -607,7 +607,6 @@ def bench_grpo_vs_trl(Gs: Sequence[int] = (4, 8), # group sizes to compare
                      ) -> list[dict]:
     "Seconds per GRPO step, TRL's GRPOTrainer vs the kit's objective in the kit's loop, alternating; benchmark records."
     import platform
-    from cotdistill.models import build_tokenizer, make_model
     texts = [f"Question: Alice has {a} apples. She buys {b} more. How many apples does she have? Answer:" for a in range(1, 20) for b in range(1, 9)]
     tk = build_tokenizer(texts)
     reward = lambda completions, **kw: [float(len(c)) / 100 for c in completions]

@@ -26,6 +26,9 @@ from .core import Config, atomic_write, atomic_write_json, default_cache_dir, hp
 from .tasks import (BRIEF_SHARE, DETOUR_SHARE, NUMBERED_SHARE, WRONG_STEP_SHARE, ArithConfig, ArithTask, approx_tokens,
                               get_task, teacher_corpus)
 from .teachers import TEACHERS, HFTeacher
+from .models import build_tokenizer, count_params, make_model
+from .train import encode_sft, train, TrainConfig
+from .evaluate import evaluate_model, make_eval_fn
 
 # %% auto #0
 __all__ = ['ASSET_DIR', 'BUILD_COMMAND', 'OfflineTeacherConfig', 'arith_config', 'eval_splits', 'teacher_data',
@@ -74,8 +77,6 @@ def eval_splits(task: ArithTask, # the task
 def teacher_data(cfg: OfflineTeacherConfig, # the recipe
                 ) -> dict:
     "Task, training problems, corpus, tokenizer, encoded training set, validation and test rows of a recipe."
-    from cotdistill.models import build_tokenizer
-    from cotdistill.train import encode_sft
     task = get_task("arith", **cfg.task)
     ev = eval_splits(task, cfg.seed)
     held_out = {q for split in ev.values() for q in split["question"]}
@@ -94,7 +95,6 @@ def teacher_data(cfg: OfflineTeacherConfig, # the recipe
 # %% ../nbs/04_teacher.ipynb #a39aacf8
 def _calibrate(model, data, cfg: OfflineTeacherConfig, n_steps: int = 8) -> float:
     "Seconds per optimizer step of `cfg` on this machine, measured on a copy of `model`."
-    from cotdistill.train import TrainConfig, train
     probe = copy.deepcopy(model)
     with tempfile.TemporaryDirectory() as d:
         tc = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, max_steps=n_steps + 2, warmup_steps=1, seed=cfg.seed,
@@ -177,9 +177,6 @@ def train_offline_teacher(task_cfg: dict | None = None, # the task: a profile's 
                          ) -> dict:
     "Train the offline teacher on the verbose, imperfect corpus and write its asset; return teacher.json's content."
     import torch
-    from cotdistill.evaluate import evaluate_model, make_eval_fn
-    from cotdistill.models import count_params, make_model
-    from cotdistill.train import TrainConfig, train
     cfg = OfflineTeacherConfig(task=arith_config(task_cfg), preset=preset, budget_s=float(budget_s), seed=seed).replace(**overrides)
     if not cfg.budget_s > 0: raise ValueError(f"budget_s must be > 0 seconds, got {budget_s}")
     if cfg.n_questions < cfg.batch_size: raise ValueError(f"n_questions={cfg.n_questions} is fewer than batch_size={cfg.batch_size}")

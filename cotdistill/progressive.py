@@ -22,6 +22,7 @@ from .records import save_method_outputs
 from .grpo import (MASK_LEVELS, GRPOConfig, GRPOObjective, annealed_k, grpo_dataset, hierarchical_reward,
                              masked_prompt, shuffle_steps, split_steps)
 from .train import TrainConfig, encode_sft, lm_objective, pad_collate, train
+from .metrics import evaluate
 
 # %% auto #0
 __all__ = ['NO_RATIONALE_FIELDS', 'check_masking', 'reconstruction_example', 'reconstruction_data', 'curriculum_data',
@@ -335,7 +336,6 @@ def method_record(model, # the trained student
                   extra: dict | None = None, # more fields for the record
                  ) -> tuple[dict, list[dict]]:
     "(metrics record, per-problem records) of a student, greedy on `rows`; saved under report_dir as 07_sft saves its methods."
-    from cotdistill.metrics import evaluate
     ev = evaluate(model, task, rows, tokenizer=tokenizer, method=method, seed=seed, n_boot=n_boot, train_seconds=train_seconds,
                   teacher_records=teacher_records, similarity="lexical" if rationale else None, max_new_tokens=max_new_tokens)
     rec = {"track": "scratch", **ev.metrics_record(), **(extra or {})}   # a record of the word-problem task from random weights unless told

@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from .core import JsonlWriter, read_jsonl
 from .evaluate import generate_batched, make_eval_fn
 from .metrics import evaluate
-from .models import build_tokenizer, check_student_teacher_sizes, make_model
+from .models import build_tokenizer, check_student_teacher_sizes, count_params, cpu_threads_for, make_model
 from .records import save_method_outputs
 from .losses import (IGNORE_INDEX, TASK_PREFIXES, answer_mask_from_marker, cot_distillation_loss,
                                generalized_jsd_loss, on_policy_batch, step_by_step_loss, token_cross_entropy)
 from .train import TrainConfig, encode_sft, lm_objective, pad_collate, train
+from .tasks import get_task
 
 # %% auto #0
 __all__ = ['METHODS', 'TRL_MODES', 'check_method', 'sft_tokenizer', 'task_prefixes', 'method_data', 'cross_entropy_objective',
@@ -53,7 +54,6 @@ def sft_tokenizer(task, # a Task: its vocabulary_texts() are covered
                   extra_texts: Sequence[str] = (), # more texts to cover
                  ):
     "The kit's word tokenizer for `task`, with the step-by-step task prefixes as single tokens."
-    from cotdistill.models import build_tokenizer
     return build_tokenizer(list(task.vocabulary_texts()) + list(extra_texts), extra_tokens=list(TASK_PREFIXES.values()))
 
 def _single_token(tokenizer, text: str) -> bool:
@@ -212,7 +212,6 @@ def sample_completions(model, # the student
                        seed: int = 0, # sampling seed
                       ) -> list[dict]:
     "The student's completions of `prompts` (KV-cached `generate_batched`): dicts with text and finish_reason."
-    from cotdistill.evaluate import generate_batched
     return generate_batched(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, temperature=temperature,
                             batch_size=len(prompts), seed=seed)
 
@@ -412,7 +411,6 @@ def run_trl_pass(model, tokenizer, data, batch_size, lr, warmup, seed, mode: str
     "(seconds, non-pad tokens) of one pass of TRL's SFTTrainer."
     import contextlib, io, datasets
     from trl import SFTConfig, SFTTrainer
-    from cotdistill.models import cpu_threads_for
     bars = not datasets.utils.are_progress_bars_disabled()
     if bars: datasets.disable_progress_bars()
     with tempfile.TemporaryDirectory() as d, contextlib.redirect_stdout(io.StringIO()):   # TRL prints its final log line
@@ -443,8 +441,6 @@ def bench_sft_vs_trl(preset: str = "student", # a models.MODEL_PRESETS name (the
                     ) -> dict:
     "Training tokens/s (non-pad) of the kit's loop vs TRL's SFTTrainer, side by side: a benchmarks.json record."
     import trl, transformers
-    from cotdistill.models import build_tokenizer, count_params, make_model
-    from cotdistill.tasks import get_task
     if trl_mode not in TRL_MODES: raise ValueError(f"unknown trl_mode {trl_mode!r}; allowed: {list(TRL_MODES)}")
     if n_examples % batch_size: raise ValueError(f"n_examples={n_examples} must be a multiple of batch_size={batch_size} (the kit drops an incomplete last batch)")
     task = task or get_task("arith")
