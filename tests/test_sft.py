@@ -158,11 +158,11 @@ def test_gkd_on_policy_samples_from_the_student(env, monkeypatch):
     model = make_model("tiny", tok, seed=0)
     b = batch(method_data("gkd", env["rows"], task, tok))
     calls = []
-    import cotdistill.evaluate as ev
-    real = ev.generate_batched
+    import cotdistill.sft as sft_module   # GKDObjective samples through the name sft imported from evaluate
+    real = sft_module.generate_batched
     def spy(m, *a, **kw):
         calls.append(m); return real(m, *a, **kw)
-    monkeypatch.setattr(ev, "generate_batched", spy)
+    monkeypatch.setattr(sft_module, "generate_batched", spy)
     obj = GKDObjective(teacher, tok, lmbda=1.0, max_new_tokens=6, seed=3)
     obj.on_step(5)
     loss, logs = obj(model, b)
