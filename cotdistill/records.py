@@ -12,7 +12,6 @@ from typing import Any, Sequence
 
 from .core import JsonlWriter, atomic_path, read_jsonl
 from .metrics import compare
-from .models import load_model, load_tokenizer
 
 # %% auto #0
 __all__ = ['TEXT_METHODS', 'MULT_METHODS', 'TRACK_RE', 'CONTROLS', 'REQUIRED', 'FIELDS', 'SIMILARITY_KINDS', 'check_record',
@@ -144,6 +143,7 @@ def load_method_outputs(report_dir: str | Path, # the run's report folder
     out = dict(records=records, rows=rows, record=mine[-1] if mine else None, model=None, tokenizer=None)
     d = Path(report_dir) / "students" / method
     if model and (d / "config.json").exists():
+        from cotdistill.models import load_model, load_tokenizer   # models imports torch and transformers: only when a model is asked for
         out.update(model=load_model(d), tokenizer=load_tokenizer(d))
     return out
 
