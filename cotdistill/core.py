@@ -28,8 +28,8 @@ __all__ = ['STAGE_CONFIGS', 'PROFILE_NAMES', 'PROFILES', 'set_seed', 'get_device
            'atomic_write_json', 'JsonlWriter', 'DataFileError', 'read_jsonl', 'stable_hash', 'default_cache_dir',
            'file_lock', 'ArtifactCache', 'run_dir', 'hp', 'Config', 'CoreStage', 'TasksStage', 'ModelStage',
            'TrainStage', 'EvalStage', 'MetricsStage', 'PromptingStage', 'DatasetStage', 'TeacherStage', 'SFTStage',
-           'GRPOStage', 'ProgressiveStage', 'CODIStage', 'BenchStage', 'RealStage', 'check_profile', 'profile_section',
-           'profiles_table', 'in_test']
+           'RefineStage', 'GRPOStage', 'ProgressiveStage', 'CODIStage', 'BenchStage', 'RealStage', 'check_profile',
+           'profile_section', 'profiles_table', 'in_test']
 
 # %% ../nbs/00_core.ipynb #a9632f45
 def set_seed(seed: int, # the seed for python, numpy and torch
@@ -396,19 +396,32 @@ class SFTStage(Config):
     n_eval: int = hp(200, "test problems")
     n_eval_during: int = hp(64, "validation problems per curve point")
     max_new_tokens: int = hp(64, "longest generated completion")
-    teacher_preset: str | None = hp("small", "the stand-in teacher model's preset (when the offline teacher is absent)")
-    teacher_steps: int | None = hp(400, "the stand-in teacher model's training steps")
-    teacher_budget_s: float | None = hp(15, "a wall-clock cap on the stand-in teacher's training")
     alpha: float = hp(0.5, "step_by_step: weight of the label task")
-    w_consistency: float = hp(0.1, "cot_sft_consistency: weight of the KL to the teacher")
-    lmbda: float = hp(0.5, "gkd: probability of an on-policy batch")
-    beta: float = hp(0.5, "gkd: JSD mixture (0 forward KL, 1 reverse KL)")
-    gkd_temperature: float = hp(0.9, "gkd: sampling and divergence temperature")
-    gkd_max_new_tokens: int = hp(48, "gkd: longest sampled completion")
     bench_preset: str = hp("tiny", "the preset of the lesson's speed check")
     bench_examples: int = hp(256, "examples of the lesson's speed check")
     bench_batch_size: int = hp(32, "batch of the lesson's speed check")
     bench_repeats: int = hp(2, "repeats of the lesson's speed check")
+    workers: int = hp(1, "students trained at once (one thread each)")
+
+@dataclass
+class RefineStage(Config):
+    "The refine track: methods trained on from a trained student's checkpoint, against a control that continues it (07b_refine)."
+    steps: int = hp(20, "optimizer steps every refinement adds to its start (the same for the control)")
+    batch_size: int = hp(32, "examples (prompts, for on-policy batches) per step")
+    lr: float = hp(3e-4, "peak learning rate (AdamW, cosine after the warm-up)")
+    warmup_steps: int = hp(5, "linear warm-up steps")
+    eval_every: int = hp(10, "validation accuracy and rationale length every N steps (the curves)")
+    n_eval: int = hp(200, "test problems")
+    n_eval_during: int = hp(64, "validation problems per curve point")
+    max_new_tokens: int = hp(128, "longest generated completion at evaluation")
+    sample_max_new_tokens: int = hp(64, "longest completion the student samples for an on-policy batch")
+    matched_steps: int = hp(30, "teacher_matched: fine-tuning steps of the committed teacher on the concise filtered set")
+    matched_lr: float = hp(3e-4, "teacher_matched: peak learning rate")
+    w_consistency: float = hp(0.1, "cot_sft_consistency: weight of the KL to the teacher")
+    lmbda: float = hp(0.5, "gkd: probability of an on-policy batch (on_policy: 1)")
+    beta: float = hp(0.5, "gkd: JSD mixture, 0 forward KL, 1 reverse KL (on_policy: 1)")
+    gkd_temperature: float = hp(0.9, "gkd: sampling and divergence temperature (on_policy: 1)")
+    start_steps: int = hp(300, "steps of the cot_sft start this notebook trains when the run has none (the lesson alone)")
     workers: int = hp(1, "students trained at once (one thread each)")
 
 @dataclass
@@ -532,7 +545,7 @@ class RealStage(Config):
 
 STAGE_CONFIGS: dict[str, type] = {"core": CoreStage, "tasks": TasksStage, "model": ModelStage, "train": TrainStage, "eval": EvalStage,
                                   "metrics": MetricsStage, "prompting": PromptingStage, "dataset": DatasetStage, "teacher": TeacherStage,
-                                  "sft": SFTStage, "grpo": GRPOStage, "progressive": ProgressiveStage, "codi": CODIStage, "bench": BenchStage,
+                                  "sft": SFTStage, "refine": RefineStage, "grpo": GRPOStage, "progressive": ProgressiveStage, "codi": CODIStage, "bench": BenchStage,
                                   "real": RealStage}
 
 # %% ../nbs/00_core.ipynb #ecee76c1
@@ -550,8 +563,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "dataset":     dict(n_questions=12, samples_per_temperature=3, length_limit=1.2, token_budget=None),
         "teacher":     dict(preset="tiny", train_s=4, n_questions=600, n_test=16, n_sampled=4, n_samples=2, max_new_tokens=48, batch_size=32),
         "sft":         dict(max_steps=4, batch_size=8, warmup_steps=1, eval_every=2, time_budget_s=None, n_eval=16, n_eval_during=8,
-                            max_new_tokens=48, teacher_preset="tiny", teacher_steps=4, teacher_budget_s=None, gkd_max_new_tokens=32,
-                            bench_examples=32, bench_batch_size=16, bench_repeats=1),
+                            max_new_tokens=48, bench_examples=32, bench_batch_size=16, bench_repeats=1),
+        "refine":      dict(steps=2, batch_size=8, warmup_steps=1, eval_every=1, n_eval=16, n_eval_during=8, max_new_tokens=48,
+                            sample_max_new_tokens=24, matched_steps=2, start_steps=4),
         "grpo":        dict(sft_steps=60, grpo_steps=4, prompts_per_step=4, num_generations=4, compare_steps=3, distilled_steps=2,
                             distilled_eval_every=1, distilled_max_len=48),
         "progressive": dict(stage1_steps=4, stage2_steps=2, remove_per_stage=32, steps_per_stage=2, num_generations=4, prompts_per_step=4,
@@ -571,11 +585,12 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "dataset":     dict(n_questions=5000, samples_per_temperature=2, max_new_tokens=192),
         "teacher":     dict(preset="teacher", train_s=None, n_questions=None, n_test=1000, n_sampled=200, max_new_tokens=192, batch_size=256),
         "sft":         dict(max_steps=2766, batch_size=64, warmup_steps=100, eval_every=500, time_budget_s=None, n_eval=1000,
-                            n_eval_during=200, max_new_tokens=192, teacher_steps=4000, teacher_budget_s=None, gkd_max_new_tokens=96,
+                            n_eval_during=200, max_new_tokens=192,
                             # the steps each method reached in the 270-second budget of the run these step budgets replace
-                            method_steps=dict(answer_only=5743, cot_sft=2766, cot_sft_unfiltered=2152, cot_sft_consistency=931,
-                                              step_by_step=1401, gkd=585),
+                            method_steps=dict(answer_only=5743, cot_sft=2766, cot_sft_unfiltered=2152, step_by_step=1401),
                             bench_preset="student", bench_examples=1024, bench_repeats=3, workers=2),
+        "refine":      dict(steps=200, batch_size=64, warmup_steps=10, eval_every=25, n_eval=1000, n_eval_during=200, max_new_tokens=192,
+                            sample_max_new_tokens=96, matched_steps=300, workers=2),
         "grpo":        dict(prompts_per_step=16, distilled_steps=120, distilled_lr=1e-4),
         "progressive": dict(mask_ratio=0.7, hint_anneal_steps=300, stage1_steps=2507, stage2_steps=20, time_budget_s=None,
                             remove_per_stage=8, steps_per_stage=60, final_steps=400, prompts_per_step=16, n_eval=1000),
@@ -597,8 +612,10 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "dataset":     dict(n_questions=20000, samples_per_temperature=3, max_new_tokens=192),
         "teacher":     dict(preset="teacher", train_s=None, n_questions=None, n_test=2000, n_sampled=500, max_new_tokens=192, batch_size=256),
         "sft":         dict(max_steps=10000, batch_size=64, warmup_steps=200, eval_every=1000, time_budget_s=None, n_eval=2000,
-                            n_eval_during=500, max_new_tokens=192, teacher_steps=10000, teacher_budget_s=None, gkd_max_new_tokens=96,
+                            n_eval_during=500, max_new_tokens=192,
                             bench_preset="student", bench_examples=2048, bench_repeats=5, workers=2),
+        "refine":      dict(steps=200, batch_size=64, warmup_steps=10, eval_every=25, n_eval=2000, n_eval_during=500, max_new_tokens=192,
+                            sample_max_new_tokens=96, matched_steps=300, workers=2),
         "grpo":        dict(grpo_steps=300, prompts_per_step=16, max_completion_length=96, compare_steps=100, bench=True,
                             distilled_steps=300, distilled_eval_every=25, distilled_lr=1e-4),
         "progressive": dict(stage1_steps=10000, stage2_steps=200, time_budget_s=None, remove_per_stage=8, steps_per_stage=1000,
@@ -623,8 +640,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "dataset":     dict(n_questions=None, length_limit=1.2, token_budget=None, max_new_tokens=384),
         "teacher":     dict(preset="teacher", train_s=None, n_questions=None, n_test=1000, n_sampled=200, max_new_tokens=192, batch_size=256),
         "sft":         dict(max_steps=None, batch_size=16, lr=1e-5, warmup_steps=50, eval_every=500, time_budget_s=None, n_eval=1319,
-                            n_eval_during=200, max_new_tokens=384, teacher_preset=None, teacher_steps=None, teacher_budget_s=None,
-                            gkd_max_new_tokens=256, bench_preset="student", bench_examples=1024, bench_repeats=3),
+                            n_eval_during=200, max_new_tokens=384, bench_preset="student", bench_examples=1024, bench_repeats=3),
+        "refine":      dict(steps=200, batch_size=16, lr=1e-5, warmup_steps=20, eval_every=50, n_eval=1319, n_eval_during=200,
+                            max_new_tokens=384, sample_max_new_tokens=256, matched_steps=200, matched_lr=1e-5),
         "grpo":        dict(sft_steps=0, grpo_steps=300, prompts_per_step=16, max_completion_length=384, verbose_share=0.0, compare_steps=100,
                             distilled_eval_every=25, distilled_max_len=384, distilled_lr=1e-6, distilled_w=0.5),
         "progressive": dict(stage1_steps=None, stage2_steps=300, time_budget_s=None, remove_per_stage=8, steps_per_stage=500,

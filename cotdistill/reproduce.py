@@ -50,6 +50,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("dataset", "05_dataset.ipynb", ("teacher",)),
     Stage("losses", "06_losses.ipynb", ("core",), lesson=True),
     Stage("sft", "07_sft.ipynb", ("dataset", "losses")),
+    Stage("refine", "07b_refine.ipynb", ("sft",)),
     Stage("grpo", "08_grpo.ipynb", ("sft",)),
     Stage("progressive", "09_progressive.ipynb", ("grpo",)),
     Stage("codi", "10_codi.ipynb", ("sft",)),

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from .core import JsonlWriter, read_jsonl
 from .evaluate import generate_batched, make_eval_fn
 from .metrics import evaluate
-from .models import build_tokenizer, check_student_teacher_sizes, count_params, cpu_threads_for, make_model
+from .models import build_tokenizer, check_student_teacher_sizes, count_params, cpu_threads_for, load_model, make_model
 from .records import save_method_outputs
 from .losses import (IGNORE_INDEX, TASK_PREFIXES, answer_mask_from_marker, cot_distillation_loss,
                                generalized_jsd_loss, on_policy_batch, step_by_step_loss, token_cross_entropy)
@@ -29,20 +29,34 @@ from .train import TrainConfig, encode_sft, lm_objective, pad_collate, train
 from .tasks import get_task
 
 # %% auto #0
-__all__ = ['METHODS', 'TRL_MODES', 'check_method', 'sft_tokenizer', 'task_prefixes', 'method_data', 'cross_entropy_objective',
-           'check_shared_vocab', 'teacher_logits', 'ConsistencyObjective', 'StepByStepObjective', 'PrefixedTask',
-           'sample_completions', 'encode_samples', 'GKDObjective', 'make_objective', 'run_method', 'run_methods',
-           'plot_methods', 'bench_data', 'run_kit_pass', 'run_trl_pass', 'bench_sft_vs_trl']
+__all__ = ['METHODS', 'SCRATCH_METHODS', 'REFINE_METHODS', 'TRL_MODES', 'check_method', 'sft_tokenizer', 'task_prefixes',
+           'method_data', 'cross_entropy_objective', 'check_shared_vocab', 'teacher_logits', 'ConsistencyObjective',
+           'StepByStepObjective', 'PrefixedTask', 'sample_completions', 'encode_samples', 'GKDObjective',
+           'make_objective', 'run_method', 'run_methods', 'plot_methods', 'bench_data', 'run_kit_pass', 'run_trl_pass',
+           'bench_sft_vs_trl']
 
 # %% ../nbs/07_sft.ipynb #aa79a1e2
+_M = lambda track, objective, selection, teacher, rationale, doc, **settings: dict(   # one row of METHODS
+    track=track, objective=objective, selection=selection, teacher=teacher, rationale=rationale, settings=settings, doc=doc)
+
 METHODS: dict[str, dict] = {  # name -> what it needs; the method names of the record schema (02d_records)
-    "answer_only":         dict(selection="concise", teacher=False, rationale=False, doc="question -> answer, no rationale"),
-    "cot_sft":             dict(selection="concise", teacher=False, rationale=True, doc="CE on the filtered teacher rationales"),
-    "cot_sft_unfiltered":  dict(selection="all", teacher=False, rationale=True, doc="CE on every teacher sample with an answer"),
-    "cot_sft_consistency": dict(selection="concise", teacher=True, rationale=True, doc="CE + 0.1 x KL to a frozen teacher's logits"),
-    "step_by_step":        dict(selection="concise", teacher=False, rationale=False, doc="label and rationale tasks, alpha 0.5 (Hsieh et al. 2023)"),
-    "gkd":                 dict(selection="concise", teacher=True, rationale=True, doc="generalized JSD, on-policy with prob. lmbda (Agarwal et al. 2024)"),
+    # trained from random weights (the scratch track: this notebook)
+    "answer_only":         _M("scratch", "ce", "concise", None, False, "question -> answer, no rationale"),
+    "cot_sft":             _M("scratch", "ce", "concise", None, True, "CE on the filtered teacher rationales"),
+    "cot_sft_unfiltered":  _M("scratch", "ce", "all", None, True, "CE on every teacher sample with an answer"),
+    "step_by_step":        _M("scratch", "step_by_step", "concise", None, False, "label and rationale tasks, alpha 0.5 (Hsieh et al. 2023)"),
+    # trained on from a trained student's checkpoint (the refine track: 07b_refine)
+    "cot_sft_continued":   _M("refine", "ce", "concise", None, True, "cot_sft trained on with the same CE: the control"),
+    "cot_sft_unfiltered_continued": _M("refine", "ce", "all", None, True, "cot_sft_unfiltered trained on with the same CE: GRPO's control"),
+    "cot_sft_consistency": _M("refine", "consistency", "concise", "matched", True, "CE + 0.1 x KL to a frozen teacher's logits"),
+    "on_policy":           _M("refine", "gkd", "concise", "matched", True, "reverse KL on the student's own samples (matched teacher)",
+                              lmbda=1.0, beta=1.0, gkd_temperature=1.0),
+    "on_policy_verbose":   _M("refine", "gkd", "concise", "offline", True, "reverse KL on the student's own samples (the verbose teacher)",
+                              lmbda=1.0, beta=1.0, gkd_temperature=1.0),
+    "gkd":                 _M("refine", "gkd", "concise", "matched", True, "generalized JSD, on-policy with prob. lmbda (Agarwal et al. 2024)"),
 }
+SCRATCH_METHODS = tuple(m for m, s in METHODS.items() if s["track"] == "scratch")
+REFINE_METHODS = tuple(m for m, s in METHODS.items() if s["track"] == "refine")
 
 def check_method(method: str) -> str:
     "Return `method` if it is a known method, else raise naming the allowed ones."
@@ -111,11 +125,11 @@ def method_data(method: str, # a name in METHODS
         lab = encode_sft(tokenizer, [f"{pre['label']} {p}" for p in prompts], [task.format_completion("", r["answer"]) for r in rows], max_len)
         return datasets.Dataset.from_dict({**rat, "label_input_ids": lab["input_ids"], "label_labels": lab["labels"]})
     cols = dict(encode_sft(tokenizer, prompts, comps, max_len))
-    if method == "cot_sft_consistency":
+    if METHODS[method]["objective"] == "consistency":
         m = tokenizer(marker, add_special_tokens=False)["input_ids"]
         cols["answer_mask"] = [answer_mask_from_marker(torch.tensor([x]), m, torch.tensor([y]))[0].int().tolist()
                                for x, y in zip(cols["input_ids"], cols["labels"])]
-    if method == "gkd": cols["prompt"] = prompts
+    if METHODS[method]["objective"] == "gkd": cols["prompt"] = prompts
     return datasets.Dataset.from_dict(cols)
 
 # %% ../nbs/07_sft.ipynb #d085d7c5
@@ -269,12 +283,12 @@ def make_objective(method: str, # a name in METHODS
                    gkd_max_new_tokens: int = 64, # gkd: longest sampled completion
                    seed: int = 0, # gkd: the coin and the sampling
                   ) -> Callable:
-    "The objective of `method` for `train`."
-    check_method(method)
+    "The objective of `method` for `train` (its kind is METHODS[method]['objective'])."
+    kind = METHODS[check_method(method)]["objective"]
     if METHODS[method]["teacher"] and teacher_model is None: raise ValueError(f"{method} needs a teacher_model (a frozen causal LM sharing the student's tokenizer)")
-    if method == "cot_sft_consistency": return ConsistencyObjective(teacher_model, w_consistency=w_consistency)
-    if method == "step_by_step": return StepByStepObjective(alpha)
-    if method == "gkd":
+    if kind == "consistency": return ConsistencyObjective(teacher_model, w_consistency=w_consistency)
+    if kind == "step_by_step": return StepByStepObjective(alpha)
+    if kind == "gkd":
         if tokenizer is None: raise ValueError("gkd needs the tokenizer to sample the student's completions")
         return GKDObjective(teacher_model, tokenizer, lmbda, beta, gkd_temperature, gkd_max_new_tokens, seed)
     return cross_entropy_objective
@@ -320,6 +334,7 @@ def run_method(method: str, # a name in METHODS
     rows = _as_rows(eval_data)[:n_eval] if n_eval else _as_rows(eval_data)
     val = _as_rows(val_data) if val_data is not None else rows[:n_eval_during]
     train_data = method_data(method, data, task, tokenizer, cfg.max_len, prefixes=pre)
+    objective_kw = {**METHODS[method]["settings"], **objective_kw}   # a method's own settings (on_policy: lambda = beta = 1) unless given
     objective = make_objective(method, teacher_model, tokenizer, seed=cfg.seed, **objective_kw)
     eval_fn = make_eval_fn(tokenizer, eval_task, val, max_new_tokens=max_new_tokens) if cfg.eval_every else None
     res = train(student, train_data, objective, cfg, out_dir, eval_fn=eval_fn, tokenizer=tokenizer)
@@ -340,11 +355,12 @@ def run_method(method: str, # a name in METHODS
 
 # %% ../nbs/07_sft.ipynb #f5f6d54f
 def _method_worker(job: dict) -> dict:
-    "One method in (possibly) its own process: a fresh student, `run_method`, and its outputs saved."
+    "One method in (possibly) its own process: its student (fresh, or loaded from `start`), `run_method`, and its outputs saved."
     job = dict(job)
-    threads = job.pop("threads")
+    threads, start = job.pop("threads"), job.pop("start", None)
     if threads: torch.set_num_threads(threads)
-    student = make_model(job.pop("preset"), job["tokenizer"], arch=job.pop("arch"), seed=job.pop("model_seed"))
+    preset, arch, model_seed = job.pop("preset"), job.pop("arch"), job.pop("model_seed")
+    student = load_model(start) if start is not None else make_model(preset, job["tokenizer"], arch=arch, seed=model_seed)
     return run_method(student=student, save_model=True, **job)
 
 def run_methods(methods: Sequence[str], # names in METHODS
@@ -354,14 +370,14 @@ def run_methods(methods: Sequence[str], # names in METHODS
                 model_seed: int = 0, # initialisation seed
                 workers: int = 1, # students trained at once (> 1: one process and one thread each)
                 out_root: str | Path | None = None, # run directories go to <out_root>/<method>
-                cfgs: dict | None = None, # method -> its own TrainConfig (e.g. its step budget); None: the shared `cfg`
+                per_method: dict | None = None, # method -> its own run_method arguments (cfg, teacher_model, extra, ...) and `start`
                 **kw, # run_method arguments shared by every method (tokenizer, task, cfg, teacher_model, eval_data, ...)
                ) -> dict[str, dict]:
-    "Train and evaluate every method with a fresh student; sequentially, or `workers` at a time on one thread each."
+    "Train and evaluate every method, each from a fresh student (or its `start` checkpoint); sequentially, or `workers` at a time on one thread each."
     for m in methods: check_method(m)
     jobs = [dict(method=m, data=data[m], preset=preset, arch=arch, model_seed=model_seed,
                  out_dir=Path(out_root) / m if out_root else None, threads=1 if workers > 1 else None,
-                 **{**kw, **({"cfg": cfgs[m]} if cfgs else {})}) for m in methods]
+                 **{**kw, **(per_method or {}).get(m, {})}) for m in methods]
     if workers <= 1: return {j["method"]: _method_worker(j) for j in jobs}
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor

@@ -137,7 +137,7 @@ def test_budgets_are_steps_outside_the_course_profile():
     for name in ("smoke", "quick", "paper", "real", "full"):
         for s in (["real"] if name == "real" else STAGE_CONFIGS):   # the real profile runs only its own stage (15_real)
             cfg = profile_section(name, s)
-            for k in ("time_budget_s", "compare_budget_s", "teacher_budget_s"):
+            for k in ("time_budget_s", "compare_budget_s"):
                 if k in cfg.keys(): assert cfg[k] is None, (name, s, k)
             if "schedule" in cfg.keys(): assert cfg["schedule"] == "steps", (name, s)
 

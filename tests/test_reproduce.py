@@ -34,7 +34,8 @@ def _cmd(out: Path, *args: str, html: bool = False) -> list[str]:
     return [sys.executable, "-m", "cotdistill.reproduce", "--profile", "smoke", "--out", str(out), *([] if html else ["--no-html"]), *args]
 
 
-ALL_METHODS = {"teacher", "answer_only", "cot_sft", "cot_sft_unfiltered", "cot_sft_consistency", "step_by_step", "gkd",
+ALL_METHODS = {"teacher", "teacher_matched", "answer_only", "cot_sft", "cot_sft_unfiltered", "step_by_step", "cot_sft_continued",
+               "cot_sft_unfiltered_continued", "cot_sft_consistency", "on_policy", "on_policy_verbose", "gkd",
                "grpo", "progressive", "internalized", "codi"}   # the methods' names as the record schema (02d_records) spells them: every method the kit has
 
 
@@ -96,6 +97,22 @@ def test_smoke_profile_end_to_end(runs):
     page = (rep / "summary.html").read_text()
     for part in ("Every method against the targets", "What each method shows", "The limits of this run", "**cot_sft**", "data:image/png"):
         assert part in page or part.replace("**", "<strong>", 1).replace("**", "</strong>") in page, part
+
+
+def test_smoke_refine_track(runs):
+    "Every refinement starts from cot_sft with the same added steps and names its control; GRPO is paired with its own continued start."
+    m = {r["method"]: r for r in check_report(runs["full"]["report"] / "metrics.json")}
+    refs = [m[x] for x in ("cot_sft_continued", "cot_sft_consistency", "on_policy", "on_policy_verbose", "gkd")]
+    assert {r["track"] for r in refs} == {"refine"} and {r["start"] for r in refs} == {"cot_sft"} and len({r["steps"] for r in refs}) == 1
+    for r in refs: assert r["start_track"] == "scratch" and r["total_steps"] == m["cot_sft"]["steps"] + r["steps"], r["method"]
+    for r in refs[1:]:
+        assert r["control"] == "cot_sft_continued" and r["p_vs_control"] is not None and len(r["diff_ci_vs_control"]) == 2, r["method"]
+    assert m["on_policy"]["on_policy_batches"] == m["on_policy"]["steps"]                  # lambda = 1: every batch is the student's own
+    assert (m["on_policy"]["teacher"], m["on_policy_verbose"]["teacher"], m["cot_sft_continued"]["teacher"]) == ("matched", "offline", "offline")
+    assert m["teacher_matched"]["start"] == "teacher" and m["teacher_matched"]["p_vs_start"] is not None
+    g, c = m["grpo"], m["cot_sft_unfiltered_continued"]
+    assert g["control"] == c["method"] and g["p_vs_control"] is not None and c["start"] == g["start"] == "cot_sft_unfiltered"
+    assert c["steps"] == g["steps"]
 
 
 def test_committed_report_page_matches_its_metrics():

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from cotdistill.losses import IGNORE_INDEX, generalized_jsd_loss
 from cotdistill.metrics import METRIC_FIELDS
 from cotdistill.models import build_tokenizer, make_model
+from cotdistill.records import TEXT_METHODS
 from cotdistill.sft import (METHODS, ConsistencyObjective, GKDObjective, PrefixedTask, StepByStepObjective,
                             bench_sft_vs_trl, check_method, check_shared_vocab, cross_entropy_objective, encode_samples,
                             make_objective, method_data, run_method, sft_tokenizer, task_prefixes)
@@ -48,7 +49,10 @@ def shifted_ce(logits, labels, mask=None):
 
 # ---- data -------------------------------------------------------------------------------------------
 def test_method_names_match_design():
-    assert list(METHODS) == ["answer_only", "cot_sft", "cot_sft_unfiltered", "cot_sft_consistency", "step_by_step", "gkd"]
+    assert list(METHODS) == ["answer_only", "cot_sft", "cot_sft_unfiltered", "step_by_step", "cot_sft_continued", "cot_sft_unfiltered_continued",
+                             "cot_sft_consistency", "on_policy", "on_policy_verbose", "gkd"]
+    assert set(METHODS) <= set(TEXT_METHODS)   # the record schema's names
+    assert [m for m, s in METHODS.items() if s["track"] == "scratch"] == ["answer_only", "cot_sft", "cot_sft_unfiltered", "step_by_step"]
     with pytest.raises(ValueError, match="allowed"): check_method("sft")
 
 
