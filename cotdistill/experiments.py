@@ -25,12 +25,14 @@ from torch import nn
 from .codi import CODIObjective, codi_eval_fn, codi_metrics, encode_codi, evaluate_codi
 from .core import ArtifactCache, atomic_write, atomic_write_json, profile_section, read_jsonl, set_seed
 from .evaluate import evaluate_model, make_eval_fn
-from .metrics import compare, records_table
+from .metrics import compare, evaluate, records_table
 from .models import build_tokenizer, count_params, load_model, make_model
-from .offline_teacher import ASSET_DIR, offline_teacher_task
+from .offline_teacher import ASSET_DIR, load_offline_teacher, offline_teacher_task
 from .progressive import (curriculum_curve, internalization_data, internalize, method_record, plot_curriculum,
                                     removal_schedule)
 from .records import load_method_outputs, portable_path, repo_root
+from .refine import control_comparison, matched_teacher, refine_plan
+from .sft import METHODS, run_method, run_methods
 from .tasks import default_data_dir, get_task
 from .train import train, TrainConfig
 
@@ -40,8 +42,9 @@ __all__ = ['EXPERIMENTS', 'ABLATIONS', 'CODI_ABLATIONS', 'QUICK_COLUMNS', 'EXPER
            'mult_data', 'internalization_ablations', 'mult_baselines', 'mult_triple', 'plot_removal_curves',
            'mult_internalization_seed', 'plot_internalization_seeds', 'codi_ablation_grid', 'run_codi_ablations',
            'codi_mult_grid', 'plot_codi_ablations', 'codi_mult_seed', 'codi_ablations_seed',
-           'teacher_size_internalization', 'plot_teacher_size', 'main', 'quick_table', 'run_table', 'experiment_table',
-           'benchmarks_table', 'teacher_table', 'real_table', 'learnability_table', 'fill_generated', 'update_readme']
+           'teacher_size_internalization', 'plot_teacher_size', 'refine_track_seed', 'plot_refine_seeds', 'main',
+           'quick_table', 'run_table', 'experiment_table', 'benchmarks_table', 'teacher_table', 'real_table',
+           'learnability_table', 'fill_generated', 'update_readme']
 
 # %% ../nbs/14_experiments.ipynb #b3ca4e2e
 @dataclass(frozen=True)
@@ -607,6 +610,82 @@ def plot_teacher_size(result: dict, path: str | Path | None = None):
     if path is not None: fig.savefig(path, dpi=100, bbox_inches="tight")
     return fig
 
+# %% ../nbs/14_experiments.ipynb #dd779cd2
+def refine_track_seed(seed: int = 0, # the start's initialisation, every run's data order and sampling
+                      report: str = "quick", # the report folder whose filtered set, test problems and teacher records it uses
+                      profile: str = "quick", # whose 'sft' (the start) and 'refine' sections size the runs
+                      methods: tuple = ("cot_sft_continued", "cot_sft_consistency", "on_policy", "on_policy_verbose", "gkd"),
+                      n_eval: int | None = None, # test problems (None: all of the report's)
+                      n_boot: int = 2000, # bootstrap resamples
+                      **refine_kw, # overrides of the 'refine' section (steps, lr, batch_size, matched_steps, ...)
+                     ) -> dict:
+    "One seed of the refine track from a start of its own: the start's, the matched teacher's and every refinement's record, paired."
+    R = default_reports_root() / report
+    P, PS, PM, PT, PD = (profile_section(profile, s) for s in ("refine", "sft", "model", "tasks", "dataset"))
+    P = P.replace(**refine_kw)
+    teacher = load_offline_teacher(progress=False)
+    task, tok = teacher.task, teacher.tokenizer
+    data = {sel: read_jsonl(R / "datasets" / f"{sel}.jsonl") for sel in ("concise", "all")}
+    test_rows = load_method_outputs(R, "cot_sft", model=False)["rows"][:n_eval]
+    teacher_recs = load_method_outputs(R, "teacher", model=False)["records"]
+    val_rows = task.splits(seed=seed, n_train=PD["n_questions"], n_validation=PT["n_validation"], n_test=PT["n_test"],
+                           hard=False)["validation"].to_list()[:P.n_eval_during]
+    common = dict(eval_data=test_rows, teacher_records=teacher_recs, similarity="lexical", n_boot=n_boot, max_new_tokens=P.max_new_tokens)
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        student = make_model(PM["student"], tok, arch=PM["arch"], seed=seed)
+        start_cfg = TrainConfig(max_steps=PS["method_steps"].get("cot_sft", PS["max_steps"]), batch_size=PS["batch_size"], lr=PS["lr"],
+                                warmup_steps=PS["warmup_steps"], log_every=50, progress=False, seed=seed)
+        start = run_method("cot_sft", student, tok, task, data["concise"], start_cfg, out_dir=d / "start", **common)
+        student.save_pretrained(d / "start_model"); tok.save_pretrained(d / "start_model")
+        matched = matched_teacher(teacher.hf_model, tok, task, data["concise"], steps=P.matched_steps, lr=P.matched_lr,
+                                  batch_size=P.batch_size, warmup_steps=P.warmup_steps, seed=seed)
+        m_ev = evaluate(matched, task, test_rows, tokenizer=tok, method="teacher_matched", seed=seed, n_boot=n_boot,
+                        teacher_records=teacher_recs, similarity=None, max_new_tokens=P.max_new_tokens)
+        with open(d / "teacher_matched.jsonl", "w") as f: f.writelines(json.dumps(r) + "\n" for r in m_ev.records)
+        matched_rec = {**m_ev.metrics_record(), "method": "teacher_matched", "steps": P.matched_steps, "records_path": str(d / "teacher_matched.jsonl")}
+        cfg = TrainConfig(max_steps=P.steps, batch_size=P.batch_size, lr=P.lr, warmup_steps=P.warmup_steps, eval_every=P.eval_every,
+                          log_every=5, progress=False, seed=seed)
+        plan = refine_plan(methods, {"cot_sft": (d / "start_model", start)}, {"offline": teacher.hf_model, "matched": matched}, cfg)
+        if "gkd" in plan: plan["gkd"].update(lmbda=P.lmbda, beta=P.beta, gkd_temperature=P.gkd_temperature)
+        recs = run_methods(list(methods), {m: data[METHODS[m]["selection"]] for m in methods}, PM["student"], out_root=d / "runs",
+                           per_method=plan, tokenizer=tok, task=task, val_data=val_rows, w_consistency=P.w_consistency,
+                           gkd_max_new_tokens=P.sample_max_new_tokens, **common)
+        everyone = {"cot_sft": start, "teacher_matched": matched_rec, **recs}
+        paired = control_comparison(recs, n_boot=n_boot, seed=seed)
+        for m, r in recs.items():
+            c = compare(read_jsonl(r["records_path"]), read_jsonl(start["records_path"]), names=(m, "cot_sft"), n_boot=n_boot, seed=seed)
+            r.update(paired.get(m, {}), diff_vs_start=c["diff"], p_vs_start=c["p_mcnemar"],
+                     p_vs_control=paired.get(m, {}).get("p_mcnemar_vs_control"))
+        curves = {m: [{k.removeprefix("eval_"): x[k] for k in ("step", "eval_accuracy", "eval_mean_rationale_tokens")}
+                      for x in read_jsonl(r["log_path"]) if "eval_accuracy" in x] for m, r in recs.items()}
+    keep = lambda r: {k: v for k, v in r.items() if not k.endswith("_path")}   # no temporary file names in a committed result
+    return dict(seed=seed, start="cot_sft trained from random weights with this seed", settings=dict(P), start_steps=start_cfg.max_steps,
+                test_problems=len(test_rows), records=[keep(r) for r in everyone.values()], curves=curves)
+
+# %% ../nbs/14_experiments.ipynb #38d15da0
+def plot_refine_seeds(result: dict, path: str | Path | None = None):
+    "Each refinement's accuracy difference with its control (paired 95% interval) and its rationale length, one point per seed."
+    import matplotlib.pyplot as plt
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 3.6))
+    names = [r["method"] for r in result["runs"][0]["records"] if r["method"] not in ("cot_sft", "teacher_matched")]
+    for j, run in enumerate(result["runs"]):
+        by = {r["method"]: r for r in run["records"]}
+        for i, m in enumerate(names):
+            r, x = by[m], i + (j - 1) * 0.12
+            if r.get("diff_ci_vs_control"):
+                lo, hi = r["diff_ci_vs_control"]
+                a1.errorbar(x, 100 * r["diff_vs_control"], yerr=[[100 * (r["diff_vs_control"] - lo)], [100 * (hi - r["diff_vs_control"])]],
+                            fmt="o", color=f"C{j}", capsize=3, label=f"seed {run['seed']}" if i == 1 else None)
+            a2.plot(x, r["rationale_tokens"], "o", color=f"C{j}", label=f"seed {run['seed']}" if i == 0 else None)
+        a2.axhline(by["cot_sft"]["rationale_tokens"], ls=":", color=f"C{j}", lw=0.8)
+    a1.axhline(0, color="0.5", lw=0.8); a1.axhline(-1.5, color="0.5", lw=0.8, ls="--")
+    for a in (a1, a2): a.set_xticks(range(len(names))); a.set_xticklabels(names, rotation=15, fontsize=8)
+    a1.set_ylabel("accuracy − cot_sft_continued (points)"); a2.set_ylabel("rationale tokens (dotted: each seed's start)")
+    a1.legend(fontsize=8); fig.suptitle(f"{run_title(result)}: the refine track, each seed from its own cot_sft start", y=1.02)
+    if path is not None: fig.savefig(path, dpi=100, bbox_inches="tight")
+    return fig
+
 # %% ../nbs/14_experiments.ipynb #5473da79
 _MULT_SMOKE = dict(preset="tiny", cot_steps=6, n_train=200, n_validation=8, n_test=12, steps_per_stage=2, final_steps=2, batch_size=8, n_boot=20)
 
@@ -627,6 +706,9 @@ register(Experiment("codi-ablations", codi_ablations_seed, seeds=(0, 1), out="pa
 register(Experiment("teacher-size", teacher_size_internalization, seeds=(0,), out="quick/progressive_teacher_size.json",
                     kwargs=dict(report="quick", profile="quick", cot_steps=300), smoke=dict(cot_steps=2, n_validation=8, n_boot=20, profile="smoke"),
                     plot=plot_teacher_size, doc="the quick stage-3 schedule on a teacher-size model (the committed teacher's weights)"))
+register(Experiment("refine-seeds", refine_track_seed, seeds=(0, 1, 2), out="paper/refine_seeds.json", kwargs=dict(report="quick", profile="quick"),
+                    smoke=dict(profile="smoke", n_eval=8, n_boot=20), plot=plot_refine_seeds,
+                    doc="the refine track in three seeds, each from its own cot_sft start trained at the quick profile's steps"))
 
 # %% ../nbs/14_experiments.ipynb #f15ce1eb
 def _plot_command(names: list[str], out: str | None) -> int:
@@ -703,6 +785,8 @@ EXPERIMENT_COLUMNS = {   # what the README shows of each experiment's records
                    "p_mcnemar_vs_answer_only", "teacher_task_accuracy", "steps"),
     "codi-ablations": ("seed", "variant", "accuracy", "accuracy_ci", "diff_vs_default", "p_mcnemar_vs_default", "teacher_task_accuracy", "steps"),
     "teacher-size": ("seed", "method", "accuracy", "accuracy_ci", "rationale_tokens", "problems_per_s"),
+    "refine-seeds": ("seed", "method", "teacher", "steps", "accuracy", "accuracy_ci", "rationale_tokens", "diff_vs_control", "diff_ci_vs_control",
+                     "p_vs_control", "p_vs_start"),
 }
 
 def experiment_table(name: str, root: Path) -> str:
