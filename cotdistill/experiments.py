@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .codi import CODIObjective, codi_eval_fn, codi_metrics, encode_codi, evaluate_codi
-from .core import ArtifactCache, atomic_write, atomic_write_json, profile_section, read_jsonl, set_seed
+from .core import ArtifactCache, atomic_write, atomic_write_json, profile_section, read_jsonl, set_seed, set_threads
 from .evaluate import evaluate_model, make_eval_fn
 from .metrics import compare, evaluate, records_table
 from .models import build_tokenizer, count_params, load_model, make_model
@@ -744,6 +744,7 @@ def main(argv: list[str] | None = None) -> int:
     try: get_experiment(a.name)
     except KeyError as e: print(f"error: {e.args[0]}", file=sys.stderr); return 2
     import matplotlib; matplotlib.use("Agg")
+    set_threads()   # COTDISTILL_THREADS, else every core (one per run when seeds run side by side)
     t0 = time.time()
     res = run_experiment(a.name, a.out, smoke=a.smoke, seeds=a.seeds)
     print(f"{a.name}: {len(res['runs'])} seed(s) in {time.time() - t0:.0f} s -> {Path(a.out or default_reports_root()) / (('smoke/' + Path(get_experiment(a.name).out).name) if a.smoke else get_experiment(a.name).out)}")

@@ -112,5 +112,39 @@ def test_the_readme_findings_agree_with_the_quick_records():
     assert "down to `cot_sft`'s length" in text and abs(g["rationale_tokens"] - c["rationale_tokens"]) / c["rationale_tokens"] < 0.1
     p = m["progressive"]
     assert "below it in the paired test (`p_vs_control`)" in text and p["accuracy"] < c["accuracy"] and p["p_vs_control"] < 0.05
-    for x in ("cot_sft_consistency", "gkd", "step_by_step"): assert m[x]["accuracy"] < 0.1, x                     # "stay at the floor"
+    assert "the teacher's style comes with its knowledge" in text and m["step_by_step"]["accuracy"] < 0.1
+    v, o, k, kd, ctl = m["on_policy_verbose"], m["on_policy"], m["gkd"], m["cot_sft_consistency"], m["cot_sft_continued"]
+    assert v["rationale_tokens"] > 0.8 * m["teacher"]["rationale_tokens"] and v["p_vs_control"] < 0.05   # "nearly as long as the teacher's"
+    assert 0.07 < (ctl["accuracy"] - v["accuracy"]) / ctl["accuracy"] < 0.15                               # "about a tenth of its accuracy"
+    assert abs(o["rationale_tokens"] - c["rationale_tokens"]) / c["rationale_tokens"] < 0.1                # "keeps its length"
+    for x in (o, k): assert 0 < x["accuracy"] - ctl["accuracy"] < 0.01 and x["p_vs_control"] >= 0.05, x["method"]
+    assert -0.015 < kd["diff_ci_vs_control"][0] and kd["diff_ci_vs_control"][1] < 0.015                    # "matches the control"
     for x in ("internalized", "codi"): assert m[x]["p_vs_floor"] >= 0.05, x                                       # "at the answer-only level"
+
+
+def test_the_refine_lesson_agrees_with_the_quick_records():
+    "07b_refine's closing section (prose) holds for reports/quick/metrics.json."
+    m = {r["method"]: r for r in json.loads((REPORTS / "quick" / "metrics.json").read_text())}
+    nb = json.loads((ROOT / "nbs" / "07b_refine.ipynb").read_text())
+    text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    start, ctl, tm = m["cot_sft"], m["cot_sft_continued"], m["teacher_matched"]
+    assert "barely moves" in text and abs(ctl["accuracy"] - start["accuracy"]) < 0.01
+    assert "three times the length" in text and 2.5 < m["teacher"]["rationale_tokens"] / start["rationale_tokens"] < 3.5
+    for x in ("on_policy", "gkd"):
+        r = m[x]
+        assert "by less than a point" in text and 0 < r["accuracy"] - ctl["accuracy"] < 0.01 and r["p_vs_control"] >= 0.05, x
+        assert "not\n  half of it" in text and (r["accuracy"] - start["accuracy"]) / (tm["accuracy"] - start["accuracy"]) < 0.5, x
+        assert "a few dozen problems" in text and 10 <= r["wins_vs_control"] + r["losses_vs_control"] <= 60, x
+    assert "within a point and a half of zero" in text and all(abs(d) < 0.015 for d in m["cot_sft_consistency"]["diff_ci_vs_control"])
+
+
+def test_the_readme_refine_seeds_sentence_agrees_with_the_committed_seeds():
+    "The README's sentence under the refine-seeds table holds in every seed of reports/paper/refine_seeds.json."
+    assert "on-policy distillation does not measurably help" in (ROOT / "README.md").read_text()
+    res = json.loads((REPORTS / "paper" / "refine_seeds.json").read_text())
+    assert len(res["runs"]) >= 3
+    for run in res["runs"]:
+        m = {r["method"]: r for r in run["records"]}
+        v = m["on_policy_verbose"]
+        assert v["rationale_tokens"] > 2 * m["cot_sft"]["rationale_tokens"] and v["p_vs_control"] < 0.05 and v["diff_vs_control"] < -0.05
+        for x in ("on_policy", "gkd"): assert abs(m[x]["diff_vs_control"]) < 0.01 and m[x]["p_vs_control"] >= 0.05, (run["seed"], x)
